@@ -34,16 +34,18 @@
 //!   meaning depends on the process root), and every relative target whose
 //!   `..` components climb above the served directory. Symlink chains are
 //!   limited to [`MAX_SYMLINKS`] (40, the kernel's limit), so loops fail fast
-//!   with [`ConfineError::TooManySymlinks`]. procfs "magic links" are refused.
+//!   with [`ConfineError::TooManySymlinks`]. procfs "magic links" (such as
+//!   `/proc/self/fd/3`, which jump to an object instead of naming a path) are
+//!   never followed.
 //! * **Non-regular files.** Only regular files are served. Each name is first
 //!   resolved to an `O_PATH` descriptor, which opens nothing, and its type is
 //!   checked: a fifo (whose `open` would block), a device (whose `open` can
 //!   have side effects: think of a `dev/watchdog` node in an NFS-root tree kept
 //!   under the TFTP directory) or a directory is refused before anything opens
 //!   it. Only then is the file opened for reading, with `O_NONBLOCK|O_NOCTTY`,
-//!   and its type is checked again on the opened descriptor, so even a file
-//!   swapped in between the two steps can never block the server or be read
-//!   from. `O_NONBLOCK` is cleared again before the file is returned.
+//!   and its type is checked again on the opened descriptor, so an object
+//!   swapped in between the two steps is never read from and a fifo's open
+//!   cannot block. `O_NONBLOCK` is cleared again before the file is returned.
 //! * **Races (TOCTOU).** With `openat2(2)` and
 //!   `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` the kernel performs the whole
 //!   resolution (every component and every symlink expansion) in one system
@@ -84,6 +86,13 @@
 //! * The walk holds one descriptor per directory level it is below, and
 //!   refuses to go deeper than [`MAX_WALK_DEPTH`] levels (`ENAMETOOLONG`);
 //!   `openat2` has no such limit.
+//! * It cannot recognise procfs magic links. It never *follows* them (it only
+//!   ever resolves a link's text, and the text of a magic link is either an
+//!   absolute path, refused, or a pseudo-name such as `pipe:[1234]`, looked up
+//!   as an ordinary sibling entry), so where `openat2` answers
+//!   [`ConfineError::TooManySymlinks`] the walk may answer
+//!   [`ConfineError::NotFound`]. This matters only if a procfs is mounted
+//!   inside the served tree.
 //!
 //! [`Resolver::Auto`] (the default) probes `openat2` once when the root is
 //! opened and uses the walk only if the probe fails with `ENOSYS` or `EPERM`;
@@ -272,9 +281,15 @@ impl ConfineError {
     /// `ConfineError` (as [`Dir::stat_entry`] returns) is unwrapped as is.
     #[must_use]
     pub fn from_io(name: &[u8], err: io::Error) -> Self {
-        if err.get_ref().is_some_and(|inner| inner.is::<ConfineError>()) {
+        if err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<ConfineError>())
+        {
             let kind = err.kind();
-            return match err.into_inner().map(|inner| inner.downcast::<ConfineError>()) {
+            return match err
+                .into_inner()
+                .map(|inner| inner.downcast::<ConfineError>())
+            {
                 Some(Ok(confine)) => *confine,
                 // Unreachable in practice: we just checked the type.
                 _ => Self::Io {
@@ -465,7 +480,11 @@ impl fmt::Debug for RelativeName {
 /// Shows the name with control characters escaped, so it is safe in logs.
 impl fmt::Display for RelativeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", String::from_utf8_lossy(self.as_bytes()).escape_debug())
+        write!(
+            f,
+            "{}",
+            String::from_utf8_lossy(self.as_bytes()).escape_debug()
+        )
     }
 }
 
@@ -551,14 +570,8 @@ fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: c_int, mode: u32) -> io::Resu
         // SAFETY: `path` is a NUL-terminated string alive for the call; the
         // variadic mode argument is passed as an unsigned int, as the C ABI
         // promotes `mode_t` for variadic calls.
-        let ret = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                path.as_ptr(),
-                flags,
-                c_uint::from(mode),
-            )
-        };
+        let ret =
+            unsafe { libc::openat(dir.as_raw_fd(), path.as_ptr(), flags, c_uint::from(mode)) };
         match owned_fd(ret) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             other => return other,
@@ -592,7 +605,8 @@ fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 
 fn renameat(dir: BorrowedFd<'_>, from: &CStr, to: &CStr) -> io::Result<()> {
     // SAFETY: both names are NUL-terminated strings alive for the call.
-    let ret = unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
+    let ret =
+        unsafe { libc::renameat(dir.as_raw_fd(), from.as_ptr(), dir.as_raw_fd(), to.as_ptr()) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -812,7 +826,11 @@ fn walk(root: BorrowedFd<'_>, name: &RelativeName) -> io::Result<Resolved> {
 }
 
 /// Opens the object `resolved` refers to for reading, confined as before.
-fn reopen_for_read(root: BorrowedFd<'_>, name: &RelativeName, reopen: Reopen) -> io::Result<OwnedFd> {
+fn reopen_for_read(
+    root: BorrowedFd<'_>,
+    name: &RelativeName,
+    reopen: Reopen,
+) -> io::Result<OwnedFd> {
     match reopen {
         Reopen::Openat2 => openat2_beneath(root, name.as_c_str(), READ_FLAGS),
         Reopen::Entry(parent, entry) => {
@@ -1323,7 +1341,17 @@ mod tests {
 
     #[test]
     fn normalize_refuses_empty_and_nul() {
-        for input in [&b""[..], b"/", b".", b"//", b"./", b"/./.", b"a\0b", b"\0", b"../\0"] {
+        for input in [
+            &b""[..],
+            b"/",
+            b".",
+            b"//",
+            b"./",
+            b"/./.",
+            b"a\0b",
+            b"\0",
+            b"../\0",
+        ] {
             match normalize(input) {
                 Err(e @ ConfineError::Invalid { .. }) => assert_eq!(e.tftp_error_code(), 2),
                 other => panic!("{input:?}: expected Invalid, got {other:?}"),
@@ -1397,7 +1425,8 @@ mod tests {
                         proptest::prop_assert!(c != b".." && c != b"." && !c.is_empty());
                     }
                     proptest::prop_assert!(!raw.contains(&0) && !has_dotdot);
-                    proptest::prop_assert_eq!(b, kept.join(&b'/').as_slice());
+                    let expected = kept.join(&b'/');
+                    proptest::prop_assert_eq!(b, expected.as_slice());
                     // Idempotent.
                     let again = normalize(b).unwrap();
                     proptest::prop_assert_eq!(again.as_bytes(), b);
@@ -1422,9 +1451,18 @@ mod tests {
         };
         assert_eq!(ConfineError::NotFound { name: n() }.tftp_error_code(), 1);
         assert_eq!(ConfineError::Escape { name: n() }.tftp_error_code(), 2);
-        assert_eq!(ConfineError::NotRegularFile { name: n() }.tftp_error_code(), 2);
-        assert_eq!(ConfineError::PermissionDenied { name: n() }.tftp_error_code(), 2);
-        assert_eq!(ConfineError::TooManySymlinks { name: n() }.tftp_error_code(), 2);
+        assert_eq!(
+            ConfineError::NotRegularFile { name: n() }.tftp_error_code(),
+            2
+        );
+        assert_eq!(
+            ConfineError::PermissionDenied { name: n() }.tftp_error_code(),
+            2
+        );
+        assert_eq!(
+            ConfineError::TooManySymlinks { name: n() }.tftp_error_code(),
+            2
+        );
         let invalid = ConfineError::Invalid {
             name: n(),
             reason: "empty",
@@ -1442,9 +1480,18 @@ mod tests {
         assert!(matches!(c(libc::ENOENT), ConfineError::NotFound { .. }));
         assert!(matches!(c(libc::ENOTDIR), ConfineError::NotFound { .. }));
         assert!(matches!(c(libc::EXDEV), ConfineError::Escape { .. }));
-        assert!(matches!(c(libc::EACCES), ConfineError::PermissionDenied { .. }));
-        assert!(matches!(c(libc::EPERM), ConfineError::PermissionDenied { .. }));
-        assert!(matches!(c(libc::ELOOP), ConfineError::TooManySymlinks { .. }));
+        assert!(matches!(
+            c(libc::EACCES),
+            ConfineError::PermissionDenied { .. }
+        ));
+        assert!(matches!(
+            c(libc::EPERM),
+            ConfineError::PermissionDenied { .. }
+        ));
+        assert!(matches!(
+            c(libc::ELOOP),
+            ConfineError::TooManySymlinks { .. }
+        ));
         assert!(matches!(c(libc::EIO), ConfineError::Io { .. }));
         assert_eq!(c(libc::ENOENT).name(), "n");
         // A wrapped ConfineError comes back as itself, with its own name.
@@ -1575,12 +1622,13 @@ mod tests {
         let fx = fixture();
         let path = CString::new(fx.root.join("null").as_os_str().as_bytes()).unwrap();
         // SAFETY: `path` is a valid NUL-terminated path.
-        let ret = unsafe {
-            libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3))
-        };
+        let ret = unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
         if ret != 0 {
             let err = io::Error::last_os_error();
-            assert!(!is_root() || err.raw_os_error() == Some(libc::EPERM), "{err}");
+            assert!(
+                !is_root() || err.raw_os_error() == Some(libc::EPERM),
+                "{err}"
+            );
             eprintln!("skipped: cannot create a device node here (needs CAP_MKNOD)");
             return;
         }
@@ -1688,7 +1736,11 @@ mod tests {
         let sr = ServeRoot::open_with(root, r)
             .unwrap()
             .require_world_readable(false);
-        assert_eq!(read(&sr, "hello.txt").unwrap(), "hello\n", "root is reachable");
+        assert_eq!(
+            read(&sr, "hello.txt").unwrap(),
+            "hello\n",
+            "root is reachable"
+        );
         match sr.open_read(&rel("mode000")) {
             Err(e @ ConfineError::PermissionDenied { .. }) => assert_eq!(e.tftp_error_code(), 2),
             other => panic!("expected PermissionDenied, got {other:?}"),
@@ -1707,6 +1759,38 @@ mod tests {
         };
         assert!(!is_root(), "must run unprivileged");
         eacces_check(Path::new(&root), r);
+    }
+
+    /// procfs "magic links" (`/proc/self/root`, `cwd`, `exe`, `fd/N`) jump
+    /// anywhere; serving `/proc/self` itself puts real ones inside the root.
+    fn refuses_procfs_magic_links(r: Resolver) {
+        let Ok(sr) = ServeRoot::open_with(Path::new("/proc/self"), r) else {
+            eprintln!("skipped: /proc/self is not available");
+            return;
+        };
+        let sr = sr.require_world_readable(false);
+        // Their text is an absolute path: refused by both resolvers.
+        for name in ["root/etc/passwd", "root", "cwd", "exe", "cwd/x"] {
+            match sr.open_read(&rel(name)) {
+                Err(ConfineError::Escape { .. } | ConfineError::TooManySymlinks { .. }) => {}
+                other => panic!("{name}: expected a refusal, got {other:?}"),
+            }
+        }
+        // A pipe's or socket's link text is a pseudo-name like `pipe:[123]`:
+        // openat2 refuses the magic link, the walk looks the text up as a
+        // sibling entry and finds nothing. Either way nothing is opened.
+        for fd in 0..3 {
+            let name = format!("fd/{fd}");
+            match sr.open_read(&rel(&name)) {
+                Err(ConfineError::Escape { .. } | ConfineError::TooManySymlinks { .. }) => {}
+                Err(ConfineError::NotFound { .. }) if r == Resolver::Walk => {}
+                other => panic!("{name}: expected a refusal, got {other:?}"),
+            }
+        }
+        // An ordinary file in the same tree is served, so the refusals above
+        // are about the links, not about procfs.
+        let (_, meta) = sr.open_read(&rel("status")).unwrap();
+        assert!(meta.is_file());
     }
 
     fn keeps_working_when_the_root_path_moves(r: Resolver) {
@@ -1743,7 +1827,10 @@ mod tests {
         let (_, t1) = dir.create_temp(&file_name, 0o600).unwrap();
         let (_, t2) = dir.create_temp(&file_name, 0o600).unwrap();
         assert_ne!(t1, t2);
-        let mode = fs::metadata(fx.root.join("sub").join(&t1)).unwrap().permissions().mode();
+        let mode = fs::metadata(fx.root.join("sub").join(&t1))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "mode is honoured: {mode:o}");
     }
 
@@ -1761,7 +1848,11 @@ mod tests {
         let (mut f, temp) = dir.create_temp(&file_name, 0o644).unwrap();
         f.write_all(b"new").unwrap();
         drop(f);
-        assert_eq!(fs::read(&target).unwrap(), b"old", "untouched until the rename");
+        assert_eq!(
+            fs::read(&target).unwrap(),
+            b"old",
+            "untouched until the rename"
+        );
         dir.rename_into_place(&temp, &file_name).unwrap();
 
         let after = fs::metadata(&target).unwrap();
@@ -1782,7 +1873,10 @@ mod tests {
         f.write_all(b"payload").unwrap();
         drop(f);
         dir.rename_into_place(&temp, &file_name).unwrap();
-        assert_eq!(fs::read_to_string(fx.base.join("outside/secret")).unwrap(), SECRET);
+        assert_eq!(
+            fs::read_to_string(fx.base.join("outside/secret")).unwrap(),
+            SECRET
+        );
         let victim = fs::symlink_metadata(fx.root.join("sub/victim")).unwrap();
         assert!(victim.is_file());
         assert_eq!(fs::read(fx.root.join("sub/victim")).unwrap(), b"payload");
@@ -1807,7 +1901,10 @@ mod tests {
         }
         for name in ["nope/x", "hello.txt/x", "dangling/x"] {
             assert!(
-                matches!(sr.open_parent(&rel(name)), Err(ConfineError::NotFound { .. })),
+                matches!(
+                    sr.open_parent(&rel(name)),
+                    Err(ConfineError::NotFound { .. })
+                ),
                 "{name}"
             );
         }
@@ -1828,7 +1925,10 @@ mod tests {
         let (top, top_name) = sr.open_parent(&rel("/top.bin")).unwrap();
         assert!(top.path().is_none());
         let (_, temp) = top.create_temp(&top_name, 0o644).unwrap();
-        assert!(fx.root.join(&temp).is_file(), "temp of a top-level name is in the root");
+        assert!(
+            fx.root.join(&temp).is_file(),
+            "temp of a top-level name is in the root"
+        );
         top.remove_temp(&temp).unwrap();
         assert!(!fx.root.join(&temp).exists());
     }
@@ -1850,7 +1950,11 @@ mod tests {
         assert!(chained.is_file());
         assert_eq!(chained.len(), "sub file\n".len() as u64);
         let up = st(&sub_dir, "up").unwrap().unwrap();
-        assert_eq!(up.ino(), hello.ino(), "`..` inside a link, relative to the served root");
+        assert_eq!(
+            up.ino(),
+            hello.ino(),
+            "`..` inside a link, relative to the served root"
+        );
         // A dangling symlink inside: nothing there.
         assert!(st(&root_dir, "dangling").unwrap().is_none());
         // Symlinks leading outside are refused, never stat'ed.
@@ -1880,8 +1984,15 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "../hello.txt", "x\0y", long.as_str()] {
             let b = OsStr::new(bad);
             let kind = |res: io::Result<()>| res.unwrap_err().kind();
-            assert_eq!(kind(dir.stat_entry(b).map(drop)), io::ErrorKind::InvalidInput, "{bad:?}");
-            assert_eq!(kind(dir.create_temp(b, 0o644).map(drop)), io::ErrorKind::InvalidInput);
+            assert_eq!(
+                kind(dir.stat_entry(b).map(drop)),
+                io::ErrorKind::InvalidInput,
+                "{bad:?}"
+            );
+            assert_eq!(
+                kind(dir.create_temp(b, 0o644).map(drop)),
+                io::ErrorKind::InvalidInput
+            );
             assert_eq!(kind(dir.remove_temp(b)), io::ErrorKind::InvalidInput);
             assert_eq!(
                 kind(dir.rename_into_place(OsStr::new(".f.tftpd-0"), b)),
@@ -1935,6 +2046,7 @@ mod tests {
         refuses_directories,
         refuses_fifo_without_blocking,
         refuses_device_nodes,
+        refuses_procfs_magic_links,
         not_found,
         world_readable_policy,
         kernel_eacces_is_permission_denied,
@@ -1962,7 +2074,9 @@ mod tests {
             }
         }
         assert_eq!(
-            ServeRoot::open_with(&fx.root, Resolver::Walk).unwrap().resolver(),
+            ServeRoot::open_with(&fx.root, Resolver::Walk)
+                .unwrap()
+                .resolver(),
             Resolver::Walk
         );
         assert_eq!(read(&auto, "current/boot.img").unwrap(), "boot image\n");
@@ -1982,6 +2096,12 @@ mod tests {
     /// outside the root.
     #[test]
     fn resolvers_agree_and_never_escape() {
+        // On a thread with a time limit: a regression that blocks on the
+        // fifo must fail the test, not hang the run.
+        within(300, differential);
+    }
+
+    fn differential() {
         use proptest::prelude::*;
         use proptest::test_runner::{Config, TestRunner};
 
@@ -1991,11 +2111,42 @@ mod tests {
         let outside_ino = fs::metadata(fx.base.join("outside/secret")).unwrap().ino();
 
         let parts = vec![
-            "hello.txt", "sub", "file", "up", "deep", "current", "EWC", "17_9_4a", "boot.img",
-            "chain1", "chain2", "link_passwd", "abs_inside", "link_outside", "esc1", "esc2",
-            "dirlink_out", "dirlink_abs", "dotdot_link", "parent_link", "dotlink", "secret",
-            "outside", "loop1", "selfloop", "dangling", "slash_file", "magic", "fifo", "a", "b",
-            "c", "nope", ".", "..", "",
+            "hello.txt",
+            "sub",
+            "file",
+            "up",
+            "deep",
+            "current",
+            "EWC",
+            "17_9_4a",
+            "boot.img",
+            "chain1",
+            "chain2",
+            "link_passwd",
+            "abs_inside",
+            "link_outside",
+            "esc1",
+            "esc2",
+            "dirlink_out",
+            "dirlink_abs",
+            "dotdot_link",
+            "parent_link",
+            "dotlink",
+            "secret",
+            "outside",
+            "loop1",
+            "selfloop",
+            "dangling",
+            "slash_file",
+            "magic",
+            "fifo",
+            "a",
+            "b",
+            "c",
+            "nope",
+            ".",
+            "..",
+            "",
         ];
         let strategy = (
             any::<bool>(),

@@ -195,8 +195,10 @@ impl Link {
     }
 
     /// Queues an ERROR to the peer and ends the transfer.
+    /// Also overrides a `Complete` outcome (a receiver that got every byte but could not
+    /// commit them); a transfer that already failed stays failed as it was.
     pub fn abort(&mut self, code: ErrorCode, message: &str) {
-        if self.outcome.is_some() {
+        if matches!(self.outcome, Some(Outcome::Failed(_))) {
             return;
         }
         let pkt = Packet::Error {
@@ -204,10 +206,11 @@ impl Link {
             message: message.as_bytes(),
         };
         self.control.push_back((self.peer, pkt.to_vec()));
-        self.finish(Outcome::Failed(TransferError::Aborted {
+        self.outcome = Some(Outcome::Failed(TransferError::Aborted {
             code,
             message: message.to_owned(),
         }));
+        self.deadline = None;
     }
 
     pub fn finish(&mut self, outcome: Outcome) {

@@ -329,8 +329,13 @@ impl Receiver {
         })
     }
 
-    /// Ends the transfer with an ERROR to the peer (e.g. the disk is full).
+    /// Ends the transfer with an ERROR to the peer (e.g. the disk is full, or the upload
+    /// could not be committed). Also valid right after the final block was delivered: the
+    /// final ACK is then withheld, so the client learns of the failure.
     pub fn abort(&mut self, code: ErrorCode, message: &str) {
+        // An ACK still waiting to go out must not: the peer would take it for success.
+        self.ack_due = false;
+        self.handshake_due = false;
         self.linger_until = None;
         self.link.abort(code, message);
     }

@@ -755,3 +755,31 @@ fn receiver_refuses_oversized_block() {
         matches!(r.poll_transmit(now), Some(Transmit::Packet { bytes, .. }) if bytes.starts_with(b"\x00\x05\x00\x04"))
     );
 }
+
+#[test]
+fn receiver_abort_after_final_block_withholds_the_ack() {
+    let now = Instant::now();
+    let peer = addr(CLIENT);
+    let mut r = Receiver::server(peer, RecvConfig::default(), None);
+    let _ = r.poll_transmit(now);
+    assert_eq!(
+        r.handle_datagram(now, peer, b"\x00\x03\x00\x01end"),
+        Some(&b"end"[..])
+    );
+    assert_eq!(r.outcome(), Some(&Outcome::Complete));
+    // The shell could not rename the upload into place.
+    r.abort(ErrorCode::DiskFull, "Disk full or allocation exceeded");
+    let Some(Transmit::Packet { bytes, .. }) = r.poll_transmit(now) else {
+        panic!("ERROR expected")
+    };
+    assert!(bytes.starts_with(b"\x00\x05\x00\x03"));
+    assert!(
+        r.poll_transmit(now).is_none(),
+        "no ACK may follow the ERROR"
+    );
+    assert!(matches!(
+        r.outcome(),
+        Some(Outcome::Failed(TransferError::Aborted { .. }))
+    ));
+    assert!(r.is_finished());
+}

@@ -1,0 +1,496 @@
+//! One transfer: open and check the file, negotiate, then pump the state machine between
+//! its socket and its timer. DATA is framed from the shared mapping into one reused buffer
+//! (no allocation per block); uploads go to a hidden temporary file that is renamed into
+//! place only once the last block has arrived.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::files::Mapped;
+use super::{Job, Nak, Printable, ServerConfig, strerror};
+use crate::confine::{ConfineError, Dir, RelativeName, ServeRoot};
+use crate::proto::options::{Direction, Negotiated, negotiate};
+use crate::proto::packet::{ErrorCode, MAX_PACKET_LEN, Mode, Request};
+use crate::proto::{
+    Outcome, Receiver, RecvConfig, RetransmitPolicy, Rollover, SendConfig, Sender, Stats,
+    TransferError, Transmit, netascii,
+};
+use crate::syslog::Priority;
+
+/// The bytes an RRQ serves.
+pub(crate) enum Source {
+    /// Octet mode: the shared mapping.
+    Mapped(Arc<Mapped>),
+    /// Netascii mode: the converted text (netascii files are small configuration files).
+    Converted(Vec<u8>),
+}
+
+impl Source {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Mapped(m) => m.bytes(),
+            Source::Converted(v) => v,
+        }
+    }
+
+    /// The file shrank under the mapping: what was just read may be zeros.
+    fn is_poisoned(&self) -> bool {
+        match self {
+            Source::Mapped(m) => m.is_poisoned(),
+            Source::Converted(_) => false,
+        }
+    }
+}
+
+/// Where a WRQ's bytes go until they are complete.
+pub(crate) struct Upload {
+    dir: Dir,
+    final_name: OsString,
+    temp_name: OsString,
+    file: Option<io::BufWriter<File>>,
+}
+
+impl Upload {
+    fn discard(&mut self) {
+        self.file = None;
+        let _ = self.dir.remove_temp(&self.temp_name);
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("upload already closed"))?;
+        let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_data()?;
+        drop(file);
+        self.dir
+            .rename_into_place(&self.temp_name, &self.final_name)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            self.discard();
+        }
+    }
+}
+
+fn confine_nak(e: &ConfineError) -> Nak {
+    Nak::from_confine(e)
+}
+
+/// Opens the file for an RRQ, checks it, and negotiates.
+pub(crate) fn prepare_read(
+    config: &ServerConfig,
+    root_id: usize,
+    root: &ServeRoot,
+    rel: &RelativeName,
+    name: String,
+    request: &Request<'_>,
+) -> Result<Job, Nak> {
+    let mapped = config
+        .cache
+        .open(root_id, root, rel)
+        .map_err(|e| confine_nak(&e))?;
+    if !config.permissive && mapped.mode & 0o004 == 0 {
+        return Err(Nak::new(
+            ErrorCode::AccessViolation,
+            "File must have global read permissions",
+        ));
+    }
+    let source = match request.mode {
+        Mode::Netascii => Source::Converted(netascii::encode(mapped.bytes())),
+        _ => Source::Mapped(mapped),
+    };
+    let file_size = source.bytes().len() as u64;
+    let options = negotiate(
+        request.options,
+        request.mode,
+        Direction::Read { file_size },
+        &config.limits,
+    )
+    .map_err(|e| Nak::new(ErrorCode::OptionNegotiation, e.wire_message()))?;
+    Ok(Job::Read {
+        name,
+        source,
+        options,
+    })
+}
+
+/// Checks a WRQ, creates its temporary file, and negotiates.
+pub(crate) fn prepare_write(
+    config: &ServerConfig,
+    root: &ServeRoot,
+    rel: &RelativeName,
+    name: String,
+    request: &Request<'_>,
+) -> Result<Job, Nak> {
+    let (dir, final_name) = root.open_parent(rel).map_err(|e| confine_nak(&e))?;
+    let existing = dir
+        .stat_entry(&final_name)
+        .map_err(|e| confine_nak(&ConfineError::from_io(rel.as_bytes(), e)))?;
+    let keep_mode = match &existing {
+        Some(meta) if !meta.is_file() => {
+            return Err(Nak::new(ErrorCode::AccessViolation, "Access denied"));
+        }
+        Some(meta) => {
+            if !config.permissive && meta.permissions().mode() & 0o002 == 0 {
+                return Err(Nak::new(
+                    ErrorCode::AccessViolation,
+                    "File must have global write permissions",
+                ));
+            }
+            Some(meta.permissions().mode() & 0o7777)
+        }
+        None if !config.create => {
+            return Err(Nak::new(ErrorCode::FileNotFound, "File not found"));
+        }
+        None => None,
+    };
+    let options = negotiate(
+        request.options,
+        request.mode,
+        Direction::Write,
+        &config.limits,
+    )
+    .map_err(|e| Nak::new(ErrorCode::OptionNegotiation, e.wire_message()))?;
+    let (file, temp_name) = dir
+        .create_temp(&final_name, 0o666)
+        .map_err(|e| Nak::from_io(&e))?;
+    if let Some(mode) = keep_mode {
+        // The replacement keeps the permissions of the file it replaces.
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
+    }
+    Ok(Job::Write {
+        name,
+        upload: Upload {
+            dir,
+            final_name,
+            temp_name,
+            file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
+        },
+        mode: request.mode,
+        options,
+    })
+}
+
+fn policy(config: &ServerConfig, n: &Negotiated) -> RetransmitPolicy {
+    RetransmitPolicy::tftpd_hpa(n.timeout.unwrap_or(config.retransmit))
+}
+
+/// Runs a prepared job to its end and logs the summary line.
+pub(crate) async fn run(
+    config: &ServerConfig,
+    sock: UdpSocket,
+    peer: SocketAddr,
+    job: Job,
+    shutdown: CancellationToken,
+) {
+    let started = Instant::now();
+    match job {
+        Job::Read {
+            name,
+            source,
+            options,
+        } => {
+            let cfg = SendConfig {
+                blksize: options.blksize,
+                windowsize: options.windowsize,
+                rollover: Rollover::to(options.rollover),
+                retransmit: policy(config, &options),
+            };
+            let len = source.bytes().len() as u64;
+            let mut m = Sender::server(peer, cfg, len, Some(&options.oack));
+            let io_result = drive_send(&sock, &mut m, &source, &shutdown).await;
+            let outcome = settle(config, io_result, m.outcome().cloned(), "read(ack)");
+            report(
+                config,
+                "sent",
+                "to",
+                &name,
+                peer,
+                &outcome,
+                m.stats(),
+                started,
+                &options,
+            );
+        }
+        Job::Write {
+            name,
+            mut upload,
+            mode,
+            options,
+        } => {
+            let cfg = RecvConfig {
+                blksize: options.blksize,
+                windowsize: options.windowsize,
+                rollover: Rollover::to(options.rollover),
+                retransmit: policy(config, &options),
+            };
+            let mut m = Receiver::server(peer, cfg, Some(&options.oack));
+            let io_result = drive_recv(&sock, &mut m, &mut upload, mode, &shutdown).await;
+            let outcome = settle(config, io_result, m.outcome().cloned(), "read");
+            if outcome != Some(Outcome::Complete) {
+                upload.discard();
+            }
+            report(
+                config,
+                "received",
+                "from",
+                &name,
+                peer,
+                &outcome,
+                m.stats(),
+                started,
+                &options,
+            );
+        }
+    }
+}
+
+/// Folds a socket error into the outcome, logging it as tftpd-hpa does.
+fn settle(
+    config: &ServerConfig,
+    io_result: io::Result<()>,
+    outcome: Option<Outcome>,
+    what: &str,
+) -> Option<Outcome> {
+    match io_result {
+        Ok(()) => outcome,
+        Err(e) => {
+            config.log.log(
+                Priority::Warning,
+                format_args!("tftpd: {what}: {}", strerror(&e)),
+            );
+            Some(Outcome::Failed(TransferError::Aborted {
+                code: ErrorCode::Undefined,
+                message: strerror(&e),
+            }))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    config: &ServerConfig,
+    verb: &str,
+    dir: &str,
+    name: &str,
+    peer: SocketAddr,
+    outcome: &Option<Outcome>,
+    stats: Stats,
+    started: Instant,
+    options: &Negotiated,
+) {
+    let secs = started.elapsed().as_secs_f64();
+    match outcome {
+        Some(Outcome::Failed(TransferError::Peer {
+            refused_options: true,
+            ..
+        })) => {
+            // tftpd-hpa logs this one whatever the verbosity.
+            config.log.log(
+                Priority::Warning,
+                format_args!("tftp: client does not accept options"),
+            );
+        }
+        Some(Outcome::Complete) if config.log.verbosity() >= 1 => {
+            let mbps = if secs > 0.0 {
+                stats.bytes as f64 / secs / 1e6
+            } else {
+                0.0
+            };
+            config.log.log(
+                Priority::Notice,
+                format_args!(
+                    "{verb} {} {dir} {}: {} bytes in {secs:.3} s ({mbps:.1} MB/s), blksize {}, windowsize {}, {} retransmissions",
+                    Printable(name),
+                    peer.ip(),
+                    stats.bytes,
+                    options.blksize,
+                    options.windowsize,
+                    stats.retransmitted,
+                ),
+            );
+        }
+        Some(Outcome::Failed(e)) if config.log.verbosity() >= 1 => {
+            config.log.log(
+                Priority::Notice,
+                format_args!(
+                    "{verb} {} {dir} {} failed after {} bytes in {secs:.3} s: {e}",
+                    Printable(name),
+                    peer.ip(),
+                    stats.bytes,
+                ),
+            );
+        }
+        _ => {}
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// The transfer's timer. Progress pushes the state machine's deadline later on every block;
+/// re-arming a tokio timer per block costs more than the block's system calls, so the timer
+/// is only moved earlier, never later: when it fires before the machine's real deadline,
+/// `handle_timeout` does nothing and the timer is re-armed. About one re-arm per second.
+struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(far_future())),
+            armed: None,
+        }
+    }
+
+    fn want(&mut self, deadline: Option<Instant>) {
+        let Some(d) = deadline else { return };
+        if self.armed.is_none_or(|a| d < a) {
+            self.sleep.as_mut().reset(tokio::time::Instant::from_std(d));
+            self.armed = Some(d);
+        }
+    }
+
+    async fn fired(&mut self) {
+        if self.armed.is_none() {
+            return std::future::pending().await;
+        }
+        self.sleep.as_mut().await;
+        self.armed = None;
+    }
+}
+
+async fn drive_send(
+    sock: &UdpSocket,
+    m: &mut Sender,
+    source: &Source,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
+    let bytes = source.bytes();
+    let mut out = vec![0u8; 4 + usize::from(m.config().blksize)];
+    // ACKs are 4 bytes; room for a stray DATA or ERROR is enough to classify it.
+    let mut inbuf = vec![0u8; 1024];
+    let mut timer = Timer::new();
+    loop {
+        let now = Instant::now();
+        while let Some(t) = m.poll_transmit(now) {
+            match t {
+                Transmit::Data {
+                    dest,
+                    header,
+                    offset,
+                    len,
+                } => {
+                    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                    let payload = start
+                        .checked_add(len)
+                        .and_then(|end| bytes.get(start..end))
+                        .ok_or_else(|| io::Error::other("block outside the file"))?;
+                    let frame = out
+                        .get_mut(..4 + len)
+                        .ok_or_else(|| io::Error::other("block larger than blksize"))?;
+                    frame[..4].copy_from_slice(&header);
+                    frame[4..].copy_from_slice(payload);
+                    if source.is_poisoned() {
+                        // Truncated in place under us: never send the zeros that replaced it.
+                        m.abort(ErrorCode::Undefined, "File changed during transfer");
+                        continue;
+                    }
+                    sock.send_to(frame, dest).await?;
+                }
+                Transmit::Packet { dest, bytes } => {
+                    sock.send_to(bytes, dest).await?;
+                }
+            }
+        }
+        if m.is_finished() {
+            return Ok(());
+        }
+        timer.want(m.poll_timeout());
+        tokio::select! {
+            r = sock.recv_from(&mut inbuf) => {
+                let (n, from) = r?;
+                m.handle_datagram(Instant::now(), from, &inbuf[..n]);
+            }
+            () = timer.fired() => m.handle_timeout(Instant::now()),
+            () = shutdown.cancelled() => m.abort(ErrorCode::Undefined, "Server shutting down"),
+        }
+    }
+}
+
+async fn drive_recv(
+    sock: &UdpSocket,
+    m: &mut Receiver,
+    upload: &mut Upload,
+    mode: Mode,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
+    // One byte more than the largest legal DATA, so an oversized block is seen as such.
+    let mut inbuf = vec![0u8; (4 + usize::from(m.config().blksize) + 1).min(MAX_PACKET_LEN + 1)];
+    let mut decoded = Vec::new();
+    let mut decoder = netascii::Decoder::new();
+    let mut committed = false;
+    let mut timer = Timer::new();
+    loop {
+        let now = Instant::now();
+        while let Some(t) = m.poll_transmit(now) {
+            if let Transmit::Packet { dest, bytes } = t {
+                sock.send_to(bytes, dest).await?;
+            }
+        }
+        if m.is_finished() {
+            return Ok(());
+        }
+        timer.want(m.poll_timeout());
+        tokio::select! {
+            r = sock.recv_from(&mut inbuf) => {
+                let (n, from) = r?;
+                if let Some(data) = m.handle_datagram(Instant::now(), from, &inbuf[..n]) {
+                    let written = match (mode, upload.file.as_mut()) {
+                        (Mode::Netascii, Some(f)) => {
+                            decoded.clear();
+                            decoder.decode(data, &mut decoded);
+                            if m.outcome() == Some(&Outcome::Complete) {
+                                decoder.finish(&mut decoded);
+                            }
+                            f.write_all(&decoded)
+                        }
+                        (_, Some(f)) => f.write_all(data),
+                        (_, None) => Ok(()),
+                    };
+                    if let Err(e) = written {
+                        let nak = Nak::from_io(&e);
+                        m.abort(nak.code, &nak.message);
+                    }
+                }
+                if m.outcome() == Some(&Outcome::Complete) && !committed {
+                    committed = true;
+                    // Commit before the final ACK leaves: the client's success means the
+                    // file is in place.
+                    if let Err(e) = upload.commit() {
+                        let nak = Nak::from_io(&e);
+                        m.abort(nak.code, &nak.message);
+                    }
+                }
+            }
+            () = timer.fired() => m.handle_timeout(Instant::now()),
+            () = shutdown.cancelled() => m.abort(ErrorCode::Undefined, "Server shutting down"),
+        }
+    }
+}
