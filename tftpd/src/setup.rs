@@ -273,30 +273,48 @@ pub fn daemonize(keep_dir: bool) -> Result<(), SetupError> {
         .map_err(|e| SetupError::new(exit::OSERR, format!("daemon: {}", e.desc())))
 }
 
-/// Writes the pid file (`-P`); removed by [`PidFile::drop`].
+/// The pid file (`-P`), removed on drop. Its directory stays open so removal still works
+/// after the process chroots (tftpd-hpa's listener never chroots; ours does).
 #[derive(Debug)]
 pub struct PidFile {
-    path: PathBuf,
+    dir: OwnedFd,
+    name: CString,
 }
 
 impl PidFile {
     /// Writes our pid to `path`.
     pub fn write(path: &Path) -> Result<PidFile, SetupError> {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
+        let fail = |e: &io::Error| {
             SetupError::new(
                 exit::NOINPUT,
-                format!("cannot open pid file {}: {}", path.display(), m(&e)),
+                format!("cannot open pid file {}: {}", path.display(), m(e)),
             )
-        })?;
+        };
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = File::open(parent).map_err(|e| fail(&e))?;
+        let name = path
+            .file_name()
+            .map(OsStr::as_bytes)
+            .and_then(|n| CString::new(n).ok())
+            .ok_or_else(|| fail(&io::Error::from_raw_os_error(libc::EINVAL)))?;
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| fail(&e))?;
         Ok(PidFile {
-            path: path.to_path_buf(),
+            dir: dir.into(),
+            name,
         })
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // SAFETY: `dir` is an open directory descriptor we own; `name` is one NUL-terminated
+        // path component.
+        unsafe {
+            libc::unlinkat(self.dir.as_raw_fd(), self.name.as_ptr(), 0);
+        }
     }
 }
 

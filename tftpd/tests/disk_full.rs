@@ -1,0 +1,131 @@
+//! An upload that fills the disk gets ERROR 3, and loses nothing that was stored: the old
+//! file stays as it was and no temporary file is left behind. Needs root (CI runs as root)
+//! to mount a 64 KiB tmpfs as the "disk".
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TFTPD: &str = env!("CARGO_BIN_EXE_tftpd");
+
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        assert!(
+            nix_is_root(),
+            "this test mounts a tmpfs and must run as root (CI does)"
+        );
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0777"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -t tmpfs failed");
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn upload_that_fills_the_disk_gets_error_3_and_keeps_the_old_file() {
+    let top = tempfile::tempdir().unwrap();
+    let disk = top.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let _mount = Tmpfs::mount(&disk, "64k");
+    let target = disk.join("config.bin");
+    std::fs::write(&target, b"the old, good configuration").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Server(
+        Command::new(TFTPD)
+            .args([
+                "-L",
+                "-a",
+                &format!("127.0.0.1:{port}"),
+                "-s",
+                "-c",
+                "-u",
+                "root",
+                "-vv",
+            ])
+            .arg(&disk)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    let big = top.path().join("big.bin");
+    std::fs::write(&big, vec![0x5a; 200_000]).unwrap();
+    let started = Instant::now();
+    let out = Command::new("timeout")
+        .args([
+            "30",
+            "tftp",
+            "-m",
+            "binary",
+            "127.0.0.1",
+            &port.to_string(),
+            "-c",
+            "put",
+        ])
+        .arg(&big)
+        .arg("config.bin")
+        .output()
+        .expect("tftp missing: apt-get install tftp-hpa");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("Error code 3: Disk full or allocation exceeded"),
+        "client said: {said:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        b"the old, good configuration"
+    );
+    let names: Vec<_> = std::fs::read_dir(&disk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["config.bin"], "no temporary file may remain");
+}
