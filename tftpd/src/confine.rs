@@ -156,7 +156,9 @@ const TEMP_MARKER: &[u8] = b".tftpd-";
 /// concurrent rename or mount while it resolved `..`).
 const EAGAIN_RETRIES: usize = 16;
 
-/// The resolution flags every `openat2` call uses.
+/// The resolution flags every `openat2` call uses. Current kernels already
+/// refuse magic links under `RESOLVE_BENEATH` (with `EXDEV`);
+/// `RESOLVE_NO_MAGICLINKS` keeps that true should a future kernel relax it.
 const RESOLVE_FLAGS: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
 
 /// Flags of the descriptor used to look at an object without opening it.
@@ -942,6 +944,12 @@ impl ServeRoot {
         if !probe.is_file() {
             return Err(not_regular());
         }
+        #[cfg(test)]
+        tests::RACE_HOOK.with_borrow_mut(|hook| {
+            if let Some(hook) = hook {
+                hook();
+            }
+        });
 
         let file = File::from(reopen_for_read(root, name, reopen).map_err(fail)?);
         let meta = file.metadata().map_err(fail)?;
@@ -1157,6 +1165,13 @@ mod tests {
     use tempfile::TempDir;
 
     // ----- helpers ---------------------------------------------------------
+
+    thread_local! {
+        /// Run by `open_read` between the type probe and the real open, so a
+        /// test can swap the entry at exactly that point of a race.
+        pub(super) static RACE_HOOK: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
 
     fn rel(s: &str) -> RelativeName {
         RelativeName::new(s.as_bytes()).unwrap()
@@ -1636,6 +1651,44 @@ mod tests {
         assert_not_regular(&sr, "null");
     }
 
+    /// The file passes the type probe and is then replaced before the real
+    /// open (a simulated race): the open must not block, must not serve the
+    /// replacement, and must not follow a symlink swapped in.
+    fn race_after_probe_is_caught(r: Resolver) {
+        let fx = fixture();
+        let root = fx.root.clone();
+        fs::write(root.join("swap_fifo"), "regular at probe time").unwrap();
+        fs::write(root.join("swap_link"), "regular at probe time").unwrap();
+        mkfifo(&root.join("new_fifo"));
+        symlink("../outside/secret", root.join("new_link")).unwrap();
+        let sr = serve(&fx, r);
+        within(10, move || {
+            let swap = |from: &'static str, to: &'static str| {
+                let root = root.clone();
+                RACE_HOOK.with_borrow_mut(|hook| {
+                    *hook = Some(Box::new(move || {
+                        fs::rename(root.join(from), root.join(to)).unwrap()
+                    }));
+                });
+            };
+            swap("new_fifo", "swap_fifo");
+            let got = sr.open_read(&rel("swap_fifo"));
+            assert!(
+                matches!(got, Err(ConfineError::NotRegularFile { .. })),
+                "{got:?}"
+            );
+
+            swap("new_link", "swap_link");
+            match sr.open_read(&rel("swap_link")) {
+                // openat2 re-resolves the name (EXDEV); the walk opens the
+                // entry with O_NOFOLLOW (ELOOP).
+                Err(ConfineError::Escape { .. } | ConfineError::TooManySymlinks { .. }) => {}
+                other => panic!("swapped-in symlink: {other:?}"),
+            }
+            RACE_HOOK.with_borrow_mut(|hook| *hook = None);
+        });
+    }
+
     fn not_found(r: Resolver) {
         let fx = fixture();
         let sr = serve(&fx, r);
@@ -2047,6 +2100,7 @@ mod tests {
         refuses_fifo_without_blocking,
         refuses_device_nodes,
         refuses_procfs_magic_links,
+        race_after_probe_is_caught,
         not_found,
         world_readable_policy,
         kernel_eacces_is_permission_denied,
