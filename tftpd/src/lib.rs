@@ -14,9 +14,12 @@
 //!   memory-mapped file cache kept fresh by a filesystem watcher.
 //! - [`cli`], [`setup`], [`syslog`]: in.tftpd's command line and `/etc/default/tftpd-hpa`,
 //!   process setup (bind, chroot, drop privileges, daemonize), and tftpd-hpa's log format.
+//! - [`monitor`]: privilege separation when started as root — a root monitor keeps the pid
+//!   file and re-reads the map file on SIGHUP for the unprivileged, chrooted server.
 
 pub mod cli;
 pub mod confine;
+pub mod monitor;
 pub mod proto;
 pub mod remap;
 pub mod server;

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use tftpd::cli::{self, Parsed, RunMode};
+use tftpd::monitor::{self, Role};
 use tftpd::proto::options::{ServerLimits, TftpOption};
 use tftpd::server::files::{FileCache, Watcher};
 use tftpd::server::net::PortRange;
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
         log.log(Priority::Warning, format_args!("{w}"));
     }
     match run(config, log.clone()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => match e.downcast_ref::<SetupError>() {
             Some(s) => {
                 log.log(Priority::Err, format_args!("{}", s.message));
@@ -62,7 +63,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: cli::Config, log: Logger) -> anyhow::Result<()> {
+/// Sets up and serves; returns the exit code (the monitor's is the server's).
+fn run(config: cli::Config, log: Logger) -> anyhow::Result<u8> {
     if let Some(mask) = config.effective_umask() {
         setup::set_umask(mask);
     }
@@ -106,7 +108,34 @@ fn run(config: cli::Config, log: Logger) -> anyhow::Result<()> {
         setup::daemonize(config.secure)?;
     }
     // (The parser already dropped -P outside standalone mode, with tftpd-hpa's warning.)
-    let _pidfile = config.pidfile.as_deref().map(PidFile::write).transpose()?;
+    let pidfile = config.pidfile.as_deref().map(PidFile::write).transpose()?;
+    let has_map = map.is_some();
+    let (map_file, rules) = match map {
+        Some((f, r)) => (Some(f), Some(Arc::new(r))),
+        None => (None, None),
+    };
+    // As root in standalone mode, split: a root monitor keeps the pid file and re-reads the
+    // map file on SIGHUP; the server below chroots and drops privileges.
+    let mut control = None;
+    let _pidfile = if run_as.is_some() && config.mode.is_standalone() {
+        match monitor::split()? {
+            Role::Monitor(m) => {
+                // The monitor keeps no network: only the server uses the listening sockets.
+                drop(sockets);
+                let code = m.run(map_file, pidfile, &log);
+                return Ok(u8::try_from(code).unwrap_or(u8::MAX));
+            }
+            Role::Server(server) => {
+                control = Some(server);
+                if let Some(p) = pidfile {
+                    p.leave_to_monitor();
+                }
+                None
+            }
+        }
+    } else {
+        pidfile
+    };
     if let Some(run_as) = &run_as {
         if config.secure {
             let dir = config.dirs.first().context("no -s directory")?;
@@ -115,12 +144,11 @@ fn run(config: cli::Config, log: Logger) -> anyhow::Result<()> {
         }
         run_as.apply()?;
     }
+    if let Some(server) = &control {
+        server.follow_monitor()?;
+    }
 
     let cache = Arc::new(FileCache::new());
-    let (map_file, rules) = match map {
-        Some((f, r)) => (Some(f), Some(Arc::new(r))),
-        None => (None, None),
-    };
     let refused = config
         .refuse
         .iter()
@@ -166,13 +194,42 @@ fn run(config: cli::Config, log: Logger) -> anyhow::Result<()> {
             .map(Listener::from_std)
             .collect::<std::io::Result<Vec<_>>>()
             .context("cannot register sockets")?;
+        if let Some(server) = control {
+            spawn_reload_listener(server.channel, Arc::clone(&server_config), has_map)?;
+        }
         let shutdown = CancellationToken::new();
         spawn_signal_handlers(shutdown.clone(), Arc::clone(&server_config), map_file)?;
         let idle = (!config.mode.is_standalone()).then_some(config.idle_timeout);
         server::serve(listeners, server_config, shutdown, idle)
             .await
             .context("select loop")
-    })
+    })?;
+    Ok(0)
+}
+
+/// Applies the reloads the root monitor passes down (SIGHUP sent to the monitor).
+fn spawn_reload_listener(
+    mut channel: std::os::unix::net::UnixStream,
+    config: Arc<ServerConfig>,
+    has_map: bool,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            while let Ok(Some(frame)) = monitor::read_frame(&mut channel) {
+                config.cache.clear();
+                if !has_map {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&frame);
+                match setup::parse_rules(&text) {
+                    Ok(rules) => config.set_remap(Some(rules)),
+                    Err(e) => config.log.log(Priority::Err, format_args!("{}", e.message)),
+                }
+            }
+        })
+        .context("cannot start the reload listener")?;
+    Ok(())
 }
 
 fn spawn_signal_handlers(

@@ -185,6 +185,11 @@ impl MapFile {
 
     /// Reads and parses the file again.
     pub fn reload(&self) -> Result<RemapRules, SetupError> {
+        parse_rules(&self.read_text()?)
+    }
+
+    /// Reads the file's text again (the privileged monitor does this for the server).
+    pub fn read_text(&self) -> Result<String, SetupError> {
         let cannot = |e: &io::Error| {
             SetupError::new(
                 exit::NOINPUT,
@@ -207,8 +212,13 @@ impl MapFile {
         let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(|e| cannot(&e))?;
-        RemapRules::parse(&text).map_err(|e| SetupError::new(exit::CONFIG, e.to_string()))
+        Ok(text)
     }
+}
+
+/// Parses remap rules, with tftpd-hpa's exit code for a bad file.
+pub fn parse_rules(text: &str) -> Result<RemapRules, SetupError> {
+    RemapRules::parse(text).map_err(|e| SetupError::new(exit::CONFIG, e.to_string()))
 }
 
 /// The user transfers run as, looked up before any chroot hides `/etc/passwd`.
@@ -305,6 +315,14 @@ impl PidFile {
             dir: dir.into(),
             name,
         })
+    }
+}
+
+impl PidFile {
+    /// In the server half of a split process: the monitor owns the pid file and removes it,
+    /// so this process must not.
+    pub fn leave_to_monitor(self) {
+        std::mem::forget(self);
     }
 }
 

@@ -7,11 +7,13 @@
 //! a bundle staged under a `current` link) keeps serving its old bytes to the transfers that
 //! hold the old mapping, and new requests get the new file.
 //!
-//! Staleness: with a [`Watcher`] on the served trees (inotify, through `notify`), any event
-//! under a path drops the cached entries whose request name or resolved path lies under it,
-//! and an event queue overflow drops everything. Without a watcher (inotify unavailable),
-//! every request re-opens the file and reuses the mapping only if device, inode, size,
-//! mtime and ctime are unchanged.
+//! Staleness: every request resolves the name again (through the same confinement) and reuses
+//! the mapping only if device, inode, size, mtime and ctime are unchanged — a few system
+//! calls, no new mapping. inotify alone cannot give that guarantee: its events arrive
+//! asynchronously, so a request made right after `rename` could otherwise still get the
+//! old file. The [`Watcher`] (inotify, through `notify`) drops entries under any changed
+//! path, so an old 300 MB image is unmapped as soon as its last transfer ends instead of
+//! lingering until the next request for that name.
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -97,24 +99,12 @@ const MAX_ENTRIES: usize = 1024;
 #[derive(Debug, Default)]
 pub struct FileCache {
     entries: Mutex<HashMap<(usize, Vec<u8>), Entry>>,
-    /// True while a watcher keeps entries fresh; otherwise every hit is re-validated.
-    watched: std::sync::atomic::AtomicBool,
 }
 
 impl FileCache {
     /// An empty cache.
     pub fn new() -> FileCache {
         FileCache::default()
-    }
-
-    /// Marks whether a watcher keeps the cache fresh.
-    pub fn set_watched(&self, watched: bool) {
-        self.watched
-            .store(watched, std::sync::atomic::Ordering::Release);
-    }
-
-    fn is_watched(&self) -> bool {
-        self.watched.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The mapping for `name` under `root` (`root_id` distinguishes several roots).
@@ -126,18 +116,9 @@ impl FileCache {
     ) -> Result<Arc<Mapped>, ConfineError> {
         let key = (root_id, name.as_bytes().to_vec());
         let now = Instant::now();
-        if self.is_watched() {
-            let mut entries = self.lock();
-            if let Some(e) = entries.get_mut(&key)
-                && !e.mapped.is_poisoned()
-            {
-                e.last_used = now;
-                return Ok(Arc::clone(&e.mapped));
-            }
-        }
         let (file, meta) = root.open_read(name)?;
         let identity = Identity::of(&meta);
-        if !self.is_watched() {
+        {
             let mut entries = self.lock();
             if let Some(e) = entries.get_mut(&key)
                 && e.mapped.identity == identity
@@ -188,7 +169,8 @@ impl FileCache {
         self.lock().clear();
     }
 
-    /// Drops entries idle for a while; mappings still used by transfers live on in them.
+    /// Drops entries idle for a while (the server calls this every minute); mappings still
+    /// used by transfers live on in them.
     pub fn sweep_idle(&self) {
         sweep(&mut self.lock(), Instant::now(), IDLE_EXPIRY);
     }
@@ -253,6 +235,16 @@ impl FromBytesCompat for std::ffi::OsStr {
     }
 }
 
+/// True for events that may change what a name refers to or contains.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Keeps a [`FileCache`] fresh from filesystem events under the served roots.
 #[derive(Debug)]
 pub struct Watcher {
@@ -269,6 +261,9 @@ impl Watcher {
         let mut w = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match event {
                 Ok(ev) if ev.need_rescan() => handler_cache.clear(),
+                // Opens and reads (ours included: inotify reports every open of a served
+                // file) change nothing; only a close after writing does.
+                Ok(ev) if !changes_content(&ev.kind) => {}
                 Ok(ev) => {
                     for p in &ev.paths {
                         handler_cache.invalidate(&handler_roots, p);
@@ -281,7 +276,6 @@ impl Watcher {
         for r in &roots {
             w.watch(r, RecursiveMode::Recursive)?;
         }
-        cache.set_watched(true);
         Ok(Watcher { _inner: w })
     }
 }
@@ -348,10 +342,62 @@ mod tests {
     }
 
     #[test]
+    fn rename_is_seen_by_the_very_next_request_even_with_a_watcher() {
+        let (dir, root) = setup();
+        let cache = Arc::new(FileCache::new());
+        let _w = Watcher::start(vec![dir.path().to_path_buf()], Arc::clone(&cache)).unwrap();
+        let name = RelativeName::new(b"ap").unwrap();
+        write(&dir.path().join("ap"), b"v0");
+        for i in 1..200 {
+            assert_eq!(
+                cache.open(0, &root, &name).unwrap().bytes(),
+                format!("v{}", i - 1).as_bytes()
+            );
+            let tmp = dir.path().join(".ap.new");
+            write(&tmp, format!("v{i}").as_bytes());
+            std::fs::rename(&tmp, dir.path().join("ap")).unwrap();
+        }
+    }
+
+    #[test]
+    fn reading_a_file_does_not_drop_its_mapping() {
+        // Inside a chroot there is no /proc, so entries have no real path and any event that
+        // reaches `invalidate` drops them: opens and reads must not reach it.
+        use notify::event::{AccessKind, AccessMode, CreateKind};
+        assert!(!changes_content(&notify::EventKind::Access(
+            AccessKind::Open(AccessMode::Any)
+        )));
+        assert!(!changes_content(&notify::EventKind::Access(
+            AccessKind::Close(AccessMode::Read)
+        )));
+        assert!(!changes_content(&notify::EventKind::Access(
+            AccessKind::Read
+        )));
+        assert!(changes_content(&notify::EventKind::Access(
+            AccessKind::Close(AccessMode::Write)
+        )));
+        assert!(changes_content(&notify::EventKind::Create(
+            CreateKind::File
+        )));
+        let (dir, root) = setup();
+        let cache = Arc::new(FileCache::new());
+        let _w = Watcher::start(vec![dir.path().to_path_buf()], Arc::clone(&cache)).unwrap();
+        write(&dir.path().join("ap"), &[1u8; 8192]);
+        std::thread::sleep(Duration::from_millis(100));
+        let name = RelativeName::new(b"ap").unwrap();
+        let first = cache.open(0, &root, &name).unwrap();
+        for _ in 0..50 {
+            // Each open is itself an inotify event; the mapping must survive them all.
+            let again = cache.open(0, &root, &name).unwrap();
+            assert!(Arc::ptr_eq(&first, &again));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
     fn invalidation_matches_request_and_real_paths() {
         let (dir, root) = setup();
         let cache = FileCache::new();
-        cache.set_watched(true);
         std::fs::create_dir(dir.path().join("v1")).unwrap();
         write(&dir.path().join("v1/ap"), b"x");
         std::os::unix::fs::symlink("v1", dir.path().join("current")).unwrap();

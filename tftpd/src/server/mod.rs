@@ -227,6 +227,16 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let active = Arc::new(Mutex::new(HashSet::new()));
     let mut loops = tokio::task::JoinSet::new();
+    let sweeper = {
+        let cache = Arc::clone(&config.cache);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                cache.sweep_idle();
+            }
+        })
+    };
     for l in listeners {
         loops.spawn(listen(
             l,
@@ -243,6 +253,7 @@ pub async fn serve(
         result = done.unwrap_or_else(|e| Err(io::Error::other(e)));
     }
     loops.abort_all();
+    sweeper.abort();
     tracker.close();
     if shutdown.is_cancelled() {
         // Give transfers a moment to send their ERROR to the peer.
