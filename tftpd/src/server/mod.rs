@@ -9,6 +9,7 @@ pub mod files;
 pub mod mapguard;
 pub mod net;
 mod transfer;
+pub mod udp;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -469,7 +470,7 @@ fn prepare(
 }
 
 /// Sends an ERROR and logs it at `-vv` as tftpd-hpa does.
-async fn nak(config: &ServerConfig, sock: &UdpSocket, peer: SocketAddr, n: &Nak) {
+async fn nak(config: &ServerConfig, sock: &udp::TransferSocket, peer: SocketAddr, n: &Nak) {
     if config.log.verbosity() >= 2 {
         config.log(
             Priority::Info,

@@ -14,6 +14,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use super::udp::TransferSocket;
+
 /// Asks the kernel to report each datagram's destination address (best effort: without it,
 /// transfers bind to the listening address, which is right unless that is a wildcard on a
 /// multi-homed host).
@@ -106,9 +108,9 @@ impl PortRange {
     }
 
     /// Binds a transfer socket on `ip`: port 0, or the next free port of the range.
-    pub fn bind(&self, ip: IpAddr) -> io::Result<UdpSocket> {
+    pub fn bind(&self, ip: IpAddr) -> io::Result<TransferSocket> {
         let Some((lo, hi)) = self.range else {
-            return into_tokio(bind_socket(SocketAddr::new(ip, 0))?);
+            return TransferSocket::new(bind_socket(SocketAddr::new(ip, 0))?);
         };
         let span = u32::from(hi - lo) + 1;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -116,7 +118,7 @@ impl PortRange {
         for i in 0..span {
             let port = lo + ((start.wrapping_add(i)) % span) as u16;
             match bind_socket(SocketAddr::new(ip, port)) {
-                Ok(s) => return into_tokio(s),
+                Ok(s) => return TransferSocket::new(s),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
                 Err(e) => return Err(e),
             }
@@ -135,10 +137,6 @@ pub fn bind_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s.into())
-}
-
-fn into_tokio(s: std::net::UdpSocket) -> io::Result<UdpSocket> {
-    UdpSocket::from_std(s)
 }
 
 /// The address a reply to `peer` should come from when the kernel did not report one.

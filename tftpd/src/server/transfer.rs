@@ -11,10 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::files::Mapped;
+use super::udp::{DataPacket, MAX_BATCH, SendError, TransferSocket};
 use super::{Job, Nak, Printable, ServerConfig, strerror};
 use crate::confine::{ConfineError, Dir, RelativeName, ServeRoot};
 use crate::proto::options::{Direction, Negotiated, negotiate};
@@ -38,14 +38,6 @@ impl Source {
         match self {
             Source::Mapped(m) => m.bytes(),
             Source::Converted(v) => v,
-        }
-    }
-
-    /// The file shrank under the mapping: what was just read may be zeros.
-    fn is_poisoned(&self) -> bool {
-        match self {
-            Source::Mapped(m) => m.is_poisoned(),
-            Source::Converted(_) => false,
         }
     }
 }
@@ -191,7 +183,7 @@ fn policy(config: &ServerConfig, n: &Negotiated) -> RetransmitPolicy {
 /// Runs a prepared job to its end and logs the summary line.
 pub(crate) async fn run(
     config: &ServerConfig,
-    sock: UdpSocket,
+    sock: TransferSocket,
     peer: SocketAddr,
     job: Job,
     shutdown: CancellationToken,
@@ -376,21 +368,31 @@ impl Timer {
     }
 }
 
+/// What one round of `poll_transmit` produced, in order.
+enum Out<'a> {
+    Data(SocketAddr, DataPacket<'a>),
+    Control(SocketAddr, Vec<u8>),
+}
+
 async fn drive_send(
-    sock: &UdpSocket,
+    sock: &TransferSocket,
     m: &mut Sender,
     source: &Source,
     shutdown: &CancellationToken,
 ) -> io::Result<()> {
     let bytes = source.bytes();
-    let mut out = vec![0u8; 4 + usize::from(m.config().blksize)];
+    let window = usize::from(m.config().windowsize).clamp(1, MAX_BATCH);
+    // Reused every round: after the first window nothing here allocates.
+    let mut outs: Vec<Out<'_>> = Vec::with_capacity(window + 1);
+    let mut batch: Vec<DataPacket<'_>> = Vec::with_capacity(window);
     // ACKs are 4 bytes; room for a stray DATA or ERROR is enough to classify it.
     let mut inbuf = vec![0u8; 1024];
     let mut timer = Timer::new();
     loop {
         let now = Instant::now();
+        outs.clear();
         while let Some(t) = m.poll_transmit(now) {
-            match t {
+            outs.push(match t {
                 Transmit::Data {
                     dest,
                     header,
@@ -402,22 +404,42 @@ async fn drive_send(
                         .checked_add(len)
                         .and_then(|end| bytes.get(start..end))
                         .ok_or_else(|| io::Error::other("block outside the file"))?;
-                    let frame = out
-                        .get_mut(..4 + len)
-                        .ok_or_else(|| io::Error::other("block larger than blksize"))?;
-                    frame[..4].copy_from_slice(&header);
-                    frame[4..].copy_from_slice(payload);
-                    if source.is_poisoned() {
-                        // Truncated in place under us: never send the zeros that replaced it.
-                        m.abort(ErrorCode::Undefined, "File changed during transfer");
-                        continue;
-                    }
-                    sock.send_to(frame, dest).await?;
+                    Out::Data(dest, DataPacket { header, payload })
                 }
-                Transmit::Packet { dest, bytes } => {
-                    sock.send_to(bytes, dest).await?;
+                // Control packets (OACK, ERROR) are rare: copying them is fine.
+                Transmit::Packet { dest, bytes } => Out::Control(dest, bytes.to_vec()),
+            });
+        }
+        // Send in order: runs of DATA to one peer go out in one system call.
+        let mut changed = false;
+        let mut i = 0;
+        while i < outs.len() {
+            match &outs[i] {
+                Out::Control(dest, pkt) => {
+                    sock.send_to(pkt, *dest).await?;
+                    i += 1;
+                }
+                Out::Data(dest, _) => {
+                    let dest = *dest;
+                    batch.clear();
+                    while let Some(Out::Data(d, p)) = outs.get(i)
+                        && *d == dest
+                    {
+                        batch.push(*p);
+                        i += 1;
+                    }
+                    match sock.send_data(dest, &batch).await {
+                        Ok(()) => {}
+                        Err(SendError::SourceChanged) => changed = true,
+                        Err(SendError::Io(e)) => return Err(e),
+                    }
                 }
             }
+        }
+        if changed {
+            // Truncated in place under us: the kernel refused to read the vanished pages.
+            m.abort(ErrorCode::Undefined, "File changed during transfer");
+            continue;
         }
         if m.is_finished() {
             return Ok(());
@@ -435,7 +457,7 @@ async fn drive_send(
 }
 
 async fn drive_recv(
-    sock: &UdpSocket,
+    sock: &TransferSocket,
     m: &mut Receiver,
     upload: &mut Upload,
     mode: Mode,
