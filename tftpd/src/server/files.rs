@@ -136,6 +136,15 @@ impl FileCache {
                 })?,
             );
         let mut entries = self.lock();
+        // Readers that arrived together each mapped the file outside the lock; the first to
+        // get here wins and the others share its mapping (theirs is unmapped on return).
+        if let Some(e) = entries.get_mut(&key)
+            && e.mapped.identity == identity
+            && !e.mapped.is_poisoned()
+        {
+            e.last_used = now;
+            return Ok(Arc::clone(&e.mapped));
+        }
         if entries.len() >= MAX_ENTRIES {
             sweep(&mut entries, now, Duration::ZERO);
         }
@@ -333,11 +342,16 @@ mod tests {
         assert_eq!(cache.open(0, &root, &name).unwrap().bytes(), b"v1");
         write(&sub.join(".f.tmp"), b"v2");
         std::fs::rename(sub.join(".f.tmp"), sub.join("f")).unwrap();
-        // Events arrive asynchronously: wait (bounded) for the entry to go.
+        // Events arrive asynchronously: wait (bounded) for the entry to go. The watcher is
+        // what drops it; requests alone would keep it until the next one for this name.
         let deadline = Instant::now() + Duration::from_secs(5);
         while !cache.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+        assert!(
+            cache.is_empty(),
+            "the watcher did not drop the replaced file's mapping"
+        );
         assert_eq!(cache.open(0, &root, &name).unwrap().bytes(), b"v2");
     }
 
@@ -439,6 +453,37 @@ mod tests {
         let again = cache.open(0, &root, &name).unwrap();
         assert!(!Arc::ptr_eq(&m, &again));
         assert_eq!(again.len(), 4096);
+    }
+
+    #[test]
+    fn concurrent_first_readers_end_up_with_one_mapping() {
+        let (dir, root) = setup();
+        write(&dir.path().join("ap"), &[3u8; 1 << 20]);
+        let cache = Arc::new(FileCache::new());
+        let name = RelativeName::new(b"ap").unwrap();
+        let barrier = Arc::new(std::sync::Barrier::new(16));
+        let maps: Vec<Arc<Mapped>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    let (cache, root, name, barrier) = (
+                        Arc::clone(&cache),
+                        root.clone(),
+                        name.clone(),
+                        Arc::clone(&barrier),
+                    );
+                    s.spawn(move || {
+                        barrier.wait();
+                        cache.open(0, &root, &name).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Whoever lost the race shares the winner's mapping: after their open returns,
+        // the cached mapping is the only one any later reader will get.
+        let cached = cache.open(0, &root, &name).unwrap();
+        let distinct = maps.iter().filter(|m| !Arc::ptr_eq(m, &cached)).count();
+        assert_eq!(distinct, 0, "{distinct} readers kept a private mapping");
     }
 
     #[test]
