@@ -51,7 +51,6 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fmt;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::ffi::OsStringExt;
@@ -199,52 +198,18 @@ impl BindAddress {
     }
 }
 
-/// An RFC 2347 option the server knows and `-r` can refuse (names as `in.tftpd` spells them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TftpOption {
-    /// `blksize` (RFC 2348).
-    Blksize,
-    /// `blksize2` (non-standard: largest power of two).
-    Blksize2,
-    /// `tsize` (RFC 2349).
-    Tsize,
-    /// `timeout` (RFC 2349, seconds).
-    Timeout,
-    /// `utimeout` (non-standard, microseconds).
-    Utimeout,
-    /// `rollover` (non-standard: block number after 65535).
-    Rollover,
-}
+pub use crate::proto::options::TftpOption;
 
-impl TftpOption {
-    /// All options, in `in.tftpd`'s table order.
-    pub const ALL: [TftpOption; 6] = [
-        TftpOption::Blksize,
-        TftpOption::Blksize2,
-        TftpOption::Tsize,
-        TftpOption::Timeout,
-        TftpOption::Utimeout,
-        TftpOption::Rollover,
-    ];
-
-    /// The option's name on the wire (lower case).
-    pub fn name(self) -> &'static str {
-        match self {
-            TftpOption::Blksize => "blksize",
-            TftpOption::Blksize2 => "blksize2",
-            TftpOption::Tsize => "tsize",
-            TftpOption::Timeout => "timeout",
-            TftpOption::Utimeout => "utimeout",
-            TftpOption::Rollover => "rollover",
-        }
-    }
-}
-
-impl fmt::Display for TftpOption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The options `-r` can refuse, in `in.tftpd`'s table order. `windowsize` is not among them:
+/// in.tftpd does not know it, so `-r windowsize` is "Unknown option" (exit 64) here too.
+pub const REFUSABLE: [TftpOption; 6] = [
+    TftpOption::Blksize,
+    TftpOption::Blksize2,
+    TftpOption::Tsize,
+    TftpOption::Timeout,
+    TftpOption::Utimeout,
+    TftpOption::Rollover,
+];
 
 /// Everything the command line (and `--defaults-file`) configures.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -763,7 +728,7 @@ struct RefuseTable {
 impl RefuseTable {
     fn new() -> Self {
         RefuseTable {
-            names: TftpOption::ALL.map(TftpOption::name),
+            names: REFUSABLE.map(TftpOption::name),
         }
     }
 
@@ -774,7 +739,7 @@ impl RefuseTable {
             .iter()
             .position(|name| name.as_bytes().eq_ignore_ascii_case(value))?;
         self.names[index] = "";
-        TftpOption::ALL.get(index).copied()
+        REFUSABLE.get(index).copied()
     }
 }
 
@@ -2046,7 +2011,7 @@ mod tests {
 
     #[test]
     fn refuse_validation() {
-        for option in TftpOption::ALL {
+        for option in REFUSABLE {
             assert_eq!(run(&["-r", option.name()]).refuse, [option]);
         }
         assert_eq!(run(&["-r", "BLKSIZE"]).refuse, [TftpOption::Blksize]);

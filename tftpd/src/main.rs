@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use tftpd::cli::{self, Parsed, RunMode};
 use tftpd::monitor::{self, Role};
-use tftpd::proto::options::{ServerLimits, TftpOption};
+use tftpd::proto::options::ServerLimits;
 use tftpd::server::files::{FileCache, Watcher};
 use tftpd::server::net::PortRange;
 use tftpd::server::{self, Listener, ServerConfig};
@@ -149,11 +149,7 @@ fn run(config: cli::Config, log: Logger) -> anyhow::Result<u8> {
     }
 
     let cache = Arc::new(FileCache::new());
-    let refused = config
-        .refuse
-        .iter()
-        .filter_map(|o| TftpOption::from_name(o.name().as_bytes()))
-        .collect();
+    let refused = config.refuse.clone();
     let server_config = Arc::new(ServerConfig {
         roots,
         create: config.create,

@@ -164,18 +164,9 @@ impl MapFile {
                 format!("Cannot open map file: {}: {}", path.display(), m(e)),
             )
         };
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let dir = File::open(parent).map_err(|e| cannot(&e))?;
-        let name = path
-            .file_name()
-            .map(OsStr::as_bytes)
-            .and_then(|n| CString::new(n).ok())
-            .ok_or_else(|| cannot(&io::Error::from_raw_os_error(libc::EINVAL)))?;
+        let (dir, name) = dir_and_name(path).map_err(|e| cannot(&e))?;
         let map = MapFile {
-            dir: dir.into(),
+            dir,
             name,
             display: path.to_path_buf(),
         };
@@ -219,6 +210,22 @@ impl MapFile {
 /// Parses remap rules, with tftpd-hpa's exit code for a bad file.
 pub fn parse_rules(text: &str) -> Result<RemapRules, SetupError> {
     RemapRules::parse(text).map_err(|e| SetupError::new(exit::CONFIG, e.to_string()))
+}
+
+/// Opens the directory holding `path` and returns it with the file's name, so the file can
+/// still be reached (`openat`, `unlinkat`) after the process chroots.
+fn dir_and_name(path: &Path) -> io::Result<(OwnedFd, CString)> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = File::open(parent)?;
+    let name = path
+        .file_name()
+        .map(OsStr::as_bytes)
+        .and_then(|n| CString::new(n).ok())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok((dir.into(), name))
 }
 
 /// The user transfers run as, looked up before any chroot hides `/etc/passwd`.
@@ -300,21 +307,9 @@ impl PidFile {
                 format!("cannot open pid file {}: {}", path.display(), m(e)),
             )
         };
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let dir = File::open(parent).map_err(|e| fail(&e))?;
-        let name = path
-            .file_name()
-            .map(OsStr::as_bytes)
-            .and_then(|n| CString::new(n).ok())
-            .ok_or_else(|| fail(&io::Error::from_raw_os_error(libc::EINVAL)))?;
+        let (dir, name) = dir_and_name(path).map_err(|e| fail(&e))?;
         std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| fail(&e))?;
-        Ok(PidFile {
-            dir: dir.into(),
-            name,
-        })
+        Ok(PidFile { dir, name })
     }
 }
 

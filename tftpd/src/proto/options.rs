@@ -71,6 +71,12 @@ impl TftpOption {
     }
 }
 
+impl std::fmt::Display for TftpOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why a request's options were refused (the server answers ERROR 8).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {

@@ -118,15 +118,8 @@ impl FileCache {
         let now = Instant::now();
         let (file, meta) = root.open_read(name)?;
         let identity = Identity::of(&meta);
-        {
-            let mut entries = self.lock();
-            if let Some(e) = entries.get_mut(&key)
-                && e.mapped.identity == identity
-                && !e.mapped.is_poisoned()
-            {
-                e.last_used = now;
-                return Ok(Arc::clone(&e.mapped));
-            }
+        if let Some(hit) = reuse(&mut self.lock(), &key, identity, now) {
+            return Ok(hit);
         }
         let mapped =
             Arc::new(
@@ -138,12 +131,8 @@ impl FileCache {
         let mut entries = self.lock();
         // Readers that arrived together each mapped the file outside the lock; the first to
         // get here wins and the others share its mapping (theirs is unmapped on return).
-        if let Some(e) = entries.get_mut(&key)
-            && e.mapped.identity == identity
-            && !e.mapped.is_poisoned()
-        {
-            e.last_used = now;
-            return Ok(Arc::clone(&e.mapped));
+        if let Some(hit) = reuse(&mut entries, &key, identity, now) {
+            return Ok(hit);
         }
         if entries.len() >= MAX_ENTRIES {
             sweep(&mut entries, now, Duration::ZERO);
@@ -198,6 +187,21 @@ impl FileCache {
         // A panic while holding the lock cannot leave the map inconsistent: keep using it.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The cached mapping for `key` if it is still this version of the file and intact.
+fn reuse(
+    entries: &mut HashMap<(usize, Vec<u8>), Entry>,
+    key: &(usize, Vec<u8>),
+    identity: Identity,
+    now: Instant,
+) -> Option<Arc<Mapped>> {
+    let e = entries.get_mut(key)?;
+    if e.mapped.identity != identity || e.mapped.is_poisoned() {
+        return None;
+    }
+    e.last_used = now;
+    Some(Arc::clone(&e.mapped))
 }
 
 fn sweep(entries: &mut HashMap<(usize, Vec<u8>), Entry>, now: Instant, idle: Duration) {
