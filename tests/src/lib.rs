@@ -935,3 +935,38 @@ impl RawClient {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Allocation counting
+
+/// A global allocator that counts allocations (and reallocations), for tests that prove a
+/// hot path allocates nothing. Each test binary installs it with
+/// `#[global_allocator] static GLOBAL: CountingAllocator = CountingAllocator;` and reads
+/// [`allocations`].
+#[derive(Debug)]
+pub struct CountingAllocator;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Allocations counted so far in this process (all threads).
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+// SAFETY: forwards every call to the system allocator, only counting them.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}

@@ -7,39 +7,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use airlift_tests::{CountingAllocator, allocations};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tftpd::proto::client::Requested;
 use tftpd::proto::packet::Mode;
 use tftpd::proto::{Outcome, Receiver, RetransmitPolicy, Rollover, SendConfig, Sender, Transmit};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// Runs a whole transfer; returns allocations counted after the first `warmup` blocks.
 fn transfer(blksize: u16, windowsize: u16, blocks: u64, warmup: u64) -> u64 {
@@ -110,7 +87,7 @@ fn transfer(blksize: u16, windowsize: u16, blocks: u64, warmup: u64) -> u64 {
             }
         }
         if before.is_none() && received >= warmup {
-            before = Some(ALLOCATIONS.load(Ordering::Relaxed));
+            before = Some(allocations());
         }
         if tx.is_finished() {
             break;
@@ -119,7 +96,7 @@ fn transfer(blksize: u16, windowsize: u16, blocks: u64, warmup: u64) -> u64 {
     assert_eq!(tx.outcome(), Some(&Outcome::Complete));
     assert_eq!(rx.outcome(), Some(&Outcome::Complete));
     assert_eq!(delivered, len);
-    ALLOCATIONS.load(Ordering::Relaxed) - before.unwrap()
+    allocations() - before.unwrap()
 }
 
 #[test]
@@ -128,8 +105,8 @@ fn steady_state_transfers_do_not_allocate() {
     assert_eq!(transfer(512, 1, 70_000, 10), 0, "lock-step");
     assert_eq!(transfer(1468, 32, 20_000, 64), 0, "windowed");
     // The counter itself works (this test can fail).
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     let v = std::hint::black_box(vec![1u8; 10]);
-    assert!(ALLOCATIONS.load(Ordering::Relaxed) > before);
+    assert!(allocations() > before);
     drop(v);
 }

@@ -5,10 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use airlift_tests::{CountingAllocator, allocations};
 use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,30 +18,8 @@ use tftpd::server::{Listener, ServerConfig, open_roots, serve};
 use tftpd::syslog::Logger;
 use tokio_util::sync::CancellationToken;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 #[test]
 fn server_loop_does_not_allocate_per_block() {
@@ -102,8 +79,8 @@ fn server_loop_does_not_allocate_per_block() {
         }
         received += n - 4;
         match block {
-            200 => at_200 = ALLOCATIONS.load(Ordering::SeqCst),
-            3800 => at_3800 = ALLOCATIONS.load(Ordering::SeqCst),
+            200 => at_200 = allocations(),
+            3800 => at_3800 = allocations(),
             _ => {}
         }
         ack[2..4].copy_from_slice(&buf[2..4]);
