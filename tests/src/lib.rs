@@ -486,6 +486,11 @@ impl TftpServer {
         }
     }
 
+    /// True while the started process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends `signal` (e.g. `"HUP"`) with `kill -SIG PID`.
     pub fn signal(&self, signal: &str) {
         let out = run_with_timeout(

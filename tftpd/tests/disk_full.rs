@@ -4,11 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use airlift_tests::TftpServer;
 
 const TFTPD: &str = env!("CARGO_BIN_EXE_tftpd");
 
@@ -48,15 +49,6 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn upload_that_fills_the_disk_gets_error_3_and_keeps_the_old_file() {
     let top = tempfile::tempdir().unwrap();
@@ -67,29 +59,8 @@ fn upload_that_fills_the_disk_gets_error_3_and_keeps_the_old_file() {
     std::fs::write(&target, b"the old, good configuration").unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).unwrap();
 
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = Server(
-        Command::new(TFTPD)
-            .args([
-                "-L",
-                "-a",
-                &format!("127.0.0.1:{port}"),
-                "-s",
-                "-c",
-                "-u",
-                "root",
-                "-vv",
-            ])
-            .arg(&disk)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let server = TftpServer::serve(TFTPD, &["-c", "-u", "root", "-vv"], &disk);
+    let port = server.addr().port();
 
     let big = top.path().join("big.bin");
     std::fs::write(&big, vec![0x5a; 200_000]).unwrap();

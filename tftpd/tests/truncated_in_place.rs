@@ -6,19 +6,12 @@
 
 use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use airlift_tests::TftpServer;
+
 const TFTPD: &str = env!("CARGO_BIN_EXE_tftpd");
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn rrq(name: &str) -> Vec<u8> {
     let mut v = vec![0, 1];
@@ -36,29 +29,8 @@ fn file_truncated_under_a_transfer_aborts_it_and_the_server_lives_on() {
     std::fs::write(&image, &content).unwrap();
     std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
 
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Server(
-        Command::new(TFTPD)
-            .args([
-                "-L",
-                "-a",
-                &format!("127.0.0.1:{port}"),
-                "-s",
-                "-u",
-                "root",
-                "-T",
-                "100000",
-            ])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let mut server = TftpServer::serve(TFTPD, &["-u", "root", "-T", "100000"], dir.path());
+    let port = server.addr().port();
 
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client
@@ -97,7 +69,7 @@ fn file_truncated_under_a_transfer_aborts_it_and_the_server_lives_on() {
         }
     }
     assert_eq!(error.as_deref(), Some("File changed during transfer"));
-    assert!(server.0.try_wait().unwrap().is_none(), "server died");
+    assert!(server.is_running(), "server died");
 
     // The server keeps serving: the new (short) file in full.
     let out = dir.path().join("got");

@@ -345,45 +345,19 @@ async fn handle_request(
             return;
         }
     };
-    let (kind, request) = match Packet::decode(datagram) {
-        Ok(Packet::Rrq(r)) => (RequestKind::Read, r),
-        Ok(Packet::Wrq(r)) => (RequestKind::Write, r),
-        Ok(_) => {
-            return nak(
-                config,
-                &sock,
-                peer,
-                &Nak::new(ErrorCode::IllegalOperation, "Illegal TFTP operation"),
-            )
-            .await;
+    // Only RRQ and WRQ in netascii or octet mode go further; everything else is a NAK.
+    let illegal = |msg: String| Nak::new(ErrorCode::IllegalOperation, msg);
+    let request = match Packet::decode(datagram) {
+        Ok(Packet::Rrq(r) | Packet::Wrq(r)) if r.mode == Mode::Mail => {
+            Err(illegal("Unknown mode".into()))
         }
-        Err(DecodeError::UnknownMode { .. }) => {
-            return nak(
-                config,
-                &sock,
-                peer,
-                &Nak::new(ErrorCode::IllegalOperation, "Unknown mode"),
-            )
-            .await;
-        }
-        Err(e) => {
-            let n = Nak::new(
-                ErrorCode::IllegalOperation,
-                format!("Malformed request: {e}"),
-            );
-            return nak(config, &sock, peer, &n).await;
-        }
+        Ok(Packet::Rrq(r)) => Ok((RequestKind::Read, r)),
+        Ok(Packet::Wrq(r)) => Ok((RequestKind::Write, r)),
+        Ok(_) => Err(illegal("Illegal TFTP operation".into())),
+        Err(DecodeError::UnknownMode { .. }) => Err(illegal("Unknown mode".into())),
+        Err(e) => Err(illegal(format!("Malformed request: {e}"))),
     };
-    if request.mode == Mode::Mail {
-        return nak(
-            config,
-            &sock,
-            peer,
-            &Nak::new(ErrorCode::IllegalOperation, "Unknown mode"),
-        )
-        .await;
-    }
-    match prepare(config, kind, &request, peer) {
+    match request.and_then(|(kind, r)| prepare(config, kind, &r, peer)) {
         Ok(job) => transfer::run(config, sock, peer, job, shutdown).await,
         Err(n) => nak(config, &sock, peer, &n).await,
     }

@@ -444,15 +444,37 @@ async fn drive_send(
         if m.is_finished() {
             return Ok(());
         }
-        timer.want(m.poll_timeout());
-        tokio::select! {
-            r = sock.recv_from(&mut inbuf) => {
-                let (n, from) = r?;
-                m.handle_datagram(Instant::now(), from, &inbuf[..n]);
-            }
-            () = timer.fired() => m.handle_timeout(Instant::now()),
-            () = shutdown.cancelled() => m.abort(ErrorCode::Undefined, "Server shutting down"),
+        match next_event(sock, &mut inbuf, &mut timer, m.poll_timeout(), shutdown).await? {
+            Event::Datagram(n, from) => m.handle_datagram(Instant::now(), from, &inbuf[..n]),
+            Event::Timer => m.handle_timeout(Instant::now()),
+            Event::Shutdown => m.abort(ErrorCode::Undefined, "Server shutting down"),
         }
+    }
+}
+
+/// What a transfer loop wakes up for.
+enum Event {
+    /// A datagram of this length, from this address, is in the buffer.
+    Datagram(usize, SocketAddr),
+    /// The timer fired (maybe early; the state machine decides).
+    Timer,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Waits for the next datagram, the state machine's deadline, or shutdown.
+async fn next_event(
+    sock: &TransferSocket,
+    inbuf: &mut [u8],
+    timer: &mut Timer,
+    deadline: Option<Instant>,
+    shutdown: &CancellationToken,
+) -> io::Result<Event> {
+    timer.want(deadline);
+    tokio::select! {
+        r = sock.recv_from(inbuf) => r.map(|(n, from)| Event::Datagram(n, from)),
+        () = timer.fired() => Ok(Event::Timer),
+        () = shutdown.cancelled() => Ok(Event::Shutdown),
     }
 }
 
@@ -479,40 +501,44 @@ async fn drive_recv(
         if m.is_finished() {
             return Ok(());
         }
-        timer.want(m.poll_timeout());
-        tokio::select! {
-            r = sock.recv_from(&mut inbuf) => {
-                let (n, from) = r?;
-                if let Some(data) = m.handle_datagram(Instant::now(), from, &inbuf[..n]) {
-                    let written = match (mode, upload.file.as_mut()) {
-                        (Mode::Netascii, Some(f)) => {
-                            decoded.clear();
-                            decoder.decode(data, &mut decoded);
-                            if m.outcome() == Some(&Outcome::Complete) {
-                                decoder.finish(&mut decoded);
-                            }
-                            f.write_all(&decoded)
-                        }
-                        (_, Some(f)) => f.write_all(data),
-                        (_, None) => Ok(()),
-                    };
-                    if let Err(e) = written {
-                        let nak = Nak::from_io(&e);
-                        m.abort(nak.code, &nak.message);
-                    }
+        let (n, from) =
+            match next_event(sock, &mut inbuf, &mut timer, m.poll_timeout(), shutdown).await? {
+                Event::Datagram(n, from) => (n, from),
+                Event::Timer => {
+                    m.handle_timeout(Instant::now());
+                    continue;
                 }
-                if m.outcome() == Some(&Outcome::Complete) && !committed {
-                    committed = true;
-                    // Commit before the final ACK leaves: the client's success means the
-                    // file is in place.
-                    if let Err(e) = upload.commit() {
-                        let nak = Nak::from_io(&e);
-                        m.abort(nak.code, &nak.message);
-                    }
+                Event::Shutdown => {
+                    m.abort(ErrorCode::Undefined, "Server shutting down");
+                    continue;
                 }
+            };
+        if let Some(data) = m.handle_datagram(Instant::now(), from, &inbuf[..n]) {
+            let written = match (mode, upload.file.as_mut()) {
+                (Mode::Netascii, Some(f)) => {
+                    decoded.clear();
+                    decoder.decode(data, &mut decoded);
+                    if m.outcome() == Some(&Outcome::Complete) {
+                        decoder.finish(&mut decoded);
+                    }
+                    f.write_all(&decoded)
+                }
+                (_, Some(f)) => f.write_all(data),
+                (_, None) => Ok(()),
+            };
+            if let Err(e) = written {
+                let nak = Nak::from_io(&e);
+                m.abort(nak.code, &nak.message);
             }
-            () = timer.fired() => m.handle_timeout(Instant::now()),
-            () = shutdown.cancelled() => m.abort(ErrorCode::Undefined, "Server shutting down"),
+        }
+        if m.outcome() == Some(&Outcome::Complete) && !committed {
+            committed = true;
+            // Commit before the final ACK leaves: the client's success means the file is
+            // in place.
+            if let Err(e) = upload.commit() {
+                let nak = Nak::from_io(&e);
+                m.abort(nak.code, &nak.message);
+            }
         }
     }
 }
