@@ -1,0 +1,449 @@
+//! The `bundle-tool` binary as users run it: synth → validate → stage → verify, diff, which,
+//! and golden `--json` documents (regenerate with `UPDATE_GOLDEN=1 cargo test -p bundle-tool`).
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bundle-tool"))
+}
+
+/// Runs bundle-tool in `dir` with `args`.
+fn run(dir: &Path, args: &[&str]) -> Output {
+    bin().current_dir(dir).args(args).output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            stdout(o),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// A small synthetic bundle `name` in `dir`.
+fn synth(dir: &Path, name: &str, version: &str, extra: &[&str]) -> PathBuf {
+    let mut args = vec![
+        "synth",
+        "--version",
+        version,
+        "--scale",
+        "0.0005",
+        "--out",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    let o = run(dir, &args);
+    assert_eq!(code(&o), 0, "synth: {}", String::from_utf8_lossy(&o.stderr));
+    dir.join(name)
+}
+
+/// Compares `actual` with `tests/golden/NAME`, or rewrites it with UPDATE_GOLDEN=1.
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, want,
+        "{name} differs from the golden file (UPDATE_GOLDEN=1 to accept)"
+    );
+}
+
+#[test]
+fn synth_is_deterministic_and_validates() {
+    let d = tempfile::tempdir().unwrap();
+    let a = synth(d.path(), "a.zip", "17.9.4.27", &[]);
+    let b = synth(d.path(), "b.zip", "17.9.4.27", &[]);
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "same options, same bytes"
+    );
+    let o = run(d.path(), &["validate", "a.zip"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("valid: 7 AP image families (ap1g4 ap1g5 ap1g6 ap1g6a ap1g7 ap1g8 ap3g3)"),
+        "{text}"
+    );
+    assert!(text.contains("AP version 17.9.4.27"), "{text}");
+    // The readme says what it is.
+    let z = zip::ZipArchive::new(std::fs::File::open(&a).unwrap());
+    let mut z = z.unwrap();
+    let mut readme = String::new();
+    std::io::Read::read_to_string(&mut z.by_name("readme.txt").unwrap(), &mut readme).unwrap();
+    assert!(
+        readme.starts_with("SYNTHETIC BUNDLE - NOT A CISCO IMAGE."),
+        "{readme}"
+    );
+}
+
+#[test]
+fn full_scale_sizes_are_the_documents() {
+    // At scale 1 every AP image has exactly the size of the source document's listing.
+    for (family, size) in bundle_tool::synth::REAL_SIZES.iter().take(7) {
+        assert_eq!(
+            bundle_tool::synth::image_size(family, 1.0),
+            *size,
+            "{family}"
+        );
+    }
+}
+
+#[test]
+fn validate_json_is_golden() {
+    let d = tempfile::tempdir().unwrap();
+    synth(
+        d.path(),
+        "lab.zip",
+        "17.9.4.27",
+        &["--families", "ap1g7,ap1g8,ap3g3"],
+    );
+    let o = run(d.path(), &["--json", "validate", "lab.zip"]);
+    assert_eq!(code(&o), 0);
+    golden("validate-lab.json", &stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["ok"], true);
+    assert_eq!(
+        v["families"],
+        serde_json::json!(["ap1g7", "ap1g8", "ap3g3"])
+    );
+}
+
+#[test]
+fn invalid_bundle_json_is_golden() {
+    let d = tempfile::tempdir().unwrap();
+    // A bundle with an image whose info says another family, and no version.info.
+    let path = d.path().join("bad.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip::DateTime::from_date_and_time(2024, 1, 31, 12, 0, 0).unwrap());
+    let mut image = Vec::new();
+    bundle_tool::synth::write_image(&mut image, "ap1g7", "17.9.4.27".parse().unwrap(), 20480)
+        .unwrap();
+    zip.start_file("ap1g8", opts).unwrap();
+    std::io::Write::write_all(&mut zip, &image).unwrap();
+    zip.start_file("notes.doc", opts).unwrap();
+    std::io::Write::write_all(&mut zip, b"hello").unwrap();
+    zip.finish().unwrap();
+    let o = run(d.path(), &["--json", "validate", "bad.zip"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    golden("validate-bad.json", &stdout(&o));
+    let v = json(&o);
+    let codes: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"info-family-mismatch"), "{codes:?}");
+    assert!(codes.contains(&"missing-version"), "{codes:?}");
+    assert!(codes.contains(&"unexpected-file"), "{codes:?}");
+}
+
+/// Every path under `root` with its type, size or link target: what "untouched" means.
+fn snapshot(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            if m.file_type().is_symlink() {
+                out.push(format!(
+                    "{rel} -> {}",
+                    std::fs::read_link(e.path()).unwrap().display()
+                ));
+            } else if m.is_dir() {
+                out.push(format!("{rel}/"));
+                stack.push(e.path());
+            } else {
+                out.push(format!(
+                    "{rel} {} {:o}",
+                    m.len(),
+                    m.permissions().mode() & 0o777
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn stage_verify_and_replace() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("srv");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("keep.txt"), b"mine").unwrap();
+    synth(d.path(), "old.zip", "17.9.4.27", &[]);
+    synth(
+        d.path(),
+        "new.zip",
+        "17.12.4.213",
+        &["--families", "ap1g7,ap1g8"],
+    );
+
+    let o = run(
+        d.path(),
+        &[
+            "stage",
+            "old.zip",
+            "srv",
+            "--name",
+            "EWC/17_9_4a",
+            "--current",
+        ],
+    );
+    assert_eq!(
+        code(&o),
+        0,
+        "{}{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let staged = root.join("EWC/17_9_4a");
+    for f in [
+        "ap1g4",
+        "ap1g8",
+        "ap3g3",
+        "version.info",
+        "manifest.json",
+        "SHA256SUMS",
+        "MD5SUMS",
+    ] {
+        let m = std::fs::metadata(staged.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(
+            m.permissions().mode() & 0o777,
+            0o644,
+            "{f} must be world-readable for tftpd"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(root.join("EWC/current")).unwrap(),
+        Path::new("17_9_4a")
+    );
+    assert!(
+        !snapshot(&root)
+            .iter()
+            .any(|p| p.contains(".bundle-tool-staging"))
+    );
+    // coreutils can check what we wrote.
+    for (tool, file) in [("sha256sum", "SHA256SUMS"), ("md5sum", "MD5SUMS")] {
+        let c = Command::new(tool)
+            .arg("-c")
+            .arg("--quiet")
+            .arg(file)
+            .current_dir(&staged)
+            .status()
+            .unwrap();
+        assert!(c.success(), "{tool} -c {file}");
+    }
+    // The manifest's MD5 is the file's (CAPWAP Image Information carries it).
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(staged.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["version"], "17.9.4.27");
+    assert_eq!(manifest["files"].as_array().unwrap().len(), 11);
+
+    let o = run(d.path(), &["verify", "srv/EWC/17_9_4a"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("ok: 11 files checked, 0 differ, 0 missing, 0 extra"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Staging the same name again is refused and changes nothing.
+    let before = snapshot(&root);
+    let o = run(
+        d.path(),
+        &["stage", "new.zip", "srv", "--name", "EWC/17_9_4a"],
+    );
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists (use --force to replace it)"));
+    assert_eq!(snapshot(&root), before);
+
+    // --force swaps it in one step; the old files are gone, the new ones verify.
+    let o = run(
+        d.path(),
+        &[
+            "--json",
+            "stage",
+            "new.zip",
+            "srv",
+            "--name",
+            "EWC/17_9_4a",
+            "--force",
+            "--current",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json(&o)["replaced"], true);
+    assert!(!staged.join("ap1g4").exists());
+    assert_eq!(
+        std::fs::read_to_string(staged.join("version.info")).unwrap(),
+        "17.12.4.213\n"
+    );
+    assert_eq!(std::fs::read(root.join("keep.txt")).unwrap(), b"mine");
+    assert!(
+        !snapshot(&root)
+            .iter()
+            .any(|p| p.contains(".bundle-tool-staging"))
+    );
+
+    // Default name: the version.
+    let o = run(d.path(), &["stage", "old.zip", "srv"]);
+    assert_eq!(code(&o), 0);
+    assert!(root.join("17.9.4.27/ap1g8").is_file());
+
+    // verify finds every kind of difference.
+    std::fs::write(staged.join("ap1g8"), b"tampered").unwrap();
+    std::fs::remove_file(staged.join("ap1g7")).unwrap();
+    std::fs::write(staged.join("stray.bin"), b"x").unwrap();
+    let o = run(d.path(), &["--json", "verify", "srv/EWC/17_9_4a"]);
+    assert_eq!(code(&o), 1);
+    let v = json(&o);
+    assert_eq!(v["missing"], serde_json::json!(["ap1g7"]));
+    assert_eq!(v["extra"], serde_json::json!(["stray.bin"]));
+    let fields: Vec<(&str, &str)> = v["differs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        fields,
+        [("ap1g8", "size"), ("ap1g8", "sha256"), ("ap1g8", "md5")]
+    );
+}
+
+#[test]
+fn a_folder_validates_like_its_zip() {
+    let d = tempfile::tempdir().unwrap();
+    synth(d.path(), "lab.zip", "17.9.4.27", &[]);
+    let root = d.path().join("srv");
+    std::fs::create_dir(&root).unwrap();
+    assert_eq!(
+        code(&run(d.path(), &["stage", "lab.zip", "srv", "--name", "x"])),
+        0
+    );
+    let o = run(d.path(), &["--json", "validate", "srv/x"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["kind"], "folder");
+    assert_eq!(
+        v["files"].as_array().unwrap().len(),
+        11,
+        "manifest files are not bundle files"
+    );
+    // And `manifest` rewrites the same manifest.
+    let before = std::fs::read(root.join("x/manifest.json")).unwrap();
+    assert_eq!(code(&run(d.path(), &["manifest", "srv/x"])), 0);
+    assert_eq!(std::fs::read(root.join("x/manifest.json")).unwrap(), before);
+}
+
+#[test]
+fn diff_reports_families_and_versions() {
+    let d = tempfile::tempdir().unwrap();
+    synth(
+        d.path(),
+        "a.zip",
+        "17.9.4.27",
+        &["--families", "ap1g4,ap1g7,ap1g8"],
+    );
+    synth(
+        d.path(),
+        "b.zip",
+        "17.12.4.213",
+        &["--families", "ap1g7,ap1g8,ap3g3"],
+    );
+    let o = run(d.path(), &["--json", "diff", "a.zip", "b.zip"]);
+    assert_eq!(code(&o), 0);
+    golden("diff.json", &stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["diff"]["families"]["added"], serde_json::json!(["ap3g3"]));
+    assert_eq!(
+        v["diff"]["families"]["removed"],
+        serde_json::json!(["ap1g4"])
+    );
+    // The version is inside every image's info, so both kept images changed.
+    let changed: Vec<&str> = v["diff"]["families"]["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, ["ap1g7", "ap1g8"]);
+    assert_eq!(v["diff"]["version"]["changed"], true);
+    let text = stdout(&run(d.path(), &["diff", "a.zip", "a.zip"]));
+    assert!(
+        text.contains("identical: families 0 added, 0 removed, 0 changed, 3 unchanged"),
+        "{text}"
+    );
+}
+
+#[test]
+fn which_answers_models() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(d.path(), &["which", "C9105AXI-E"]);
+    assert_eq!((code(&o), stdout(&o).as_str()), (0, "ap1g8\n"));
+    let o = run(d.path(), &["--json", "which", "AIR-AP1832I-B-K9"]);
+    golden("which-1832.json", &stdout(&o));
+    assert_eq!(json(&o)["family"], "ap1g4");
+    let o = run(d.path(), &["which", "AIR-CAP3702I-E-K9"]);
+    assert_eq!(
+        code(&o),
+        1,
+        "a Wave-1 AP has no family in these bundles: {}",
+        stdout(&o)
+    );
+    synth(d.path(), "lab.zip", "17.9.4.27", &["--families", "ap1g7"]);
+    let o = run(d.path(), &["which", "C9120AXE-A", "--bundle", "lab.zip"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(stdout(&o), "ap1g7\nlab.zip has ap1g7\n");
+    let o = run(d.path(), &["which", "C9105AXI-E", "--bundle", "lab.zip"]);
+    assert_eq!(code(&o), 1);
+    assert_eq!(stdout(&o), "ap1g8\nlab.zip does NOT have ap1g8\n");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    assert_eq!(code(&run(d.path(), &["validate"])), 2);
+    assert_eq!(
+        code(&run(
+            d.path(),
+            &["synth", "--version", "17.9.4", "--out", "x.zip"]
+        )),
+        2
+    );
+    assert_eq!(code(&run(d.path(), &["validate", "no-such.zip"])), 2);
+    let o = run(d.path(), &["stage", "no-such.zip", "."]);
+    assert_eq!(code(&o), 2);
+    let o = run(d.path(), &["stage", "x.zip", ".", "--name", "../up"]);
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+}
