@@ -178,7 +178,14 @@ pub fn inspect(path: &Path, opts: &InspectOptions<'_>) -> Result<Report, scan::S
         };
         scan::run(&source, &entries, &jobs, &scan_opts)?
     };
-    Ok(judge(path, &source, &entries, &outcomes, &mut findings))
+    Ok(judge(
+        path,
+        &source,
+        &entries,
+        &outcomes,
+        !listing_failed,
+        &mut findings,
+    ))
 }
 
 /// Turns the listing and the pass into a report.
@@ -187,9 +194,9 @@ fn judge(
     source: &Source,
     entries: &[Entry],
     outcomes: &[Outcome],
+    read: bool,
     findings: &mut Vec<Finding>,
 ) -> Report {
-    let read = !outcomes.is_empty() || entries.is_empty();
     let outcome = |i: usize| outcomes.get(i);
     let mut files = Vec::with_capacity(entries.len());
     let mut version: Option<ApVersion> = None;

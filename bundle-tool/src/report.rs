@@ -47,6 +47,9 @@ pub enum Code {
     TopFolderStripped,
     /// An entry inside a sub-folder: not part of a bundle's flat layout, skipped.
     NestedEntry,
+    /// An entry named like a file bundle-tool writes (`manifest.json`, `SHA256SUMS`,
+    /// `MD5SUMS`): skipped, the staged folder gets fresh ones.
+    ReservedName,
     /// `version.info` is missing.
     MissingVersion,
     /// `version.info` does not hold four dot-separated numbers.

@@ -84,6 +84,9 @@ pub enum Source {
     Zip {
         /// The archive's path.
         path: PathBuf,
+        /// The archive as opened for the listing (threads reopen this very inode, so a file
+        /// renamed over `path` meanwhile is never mixed in).
+        file: Option<File>,
         /// Central-directory entries, by [`Entry::index`].
         entries: Vec<OwnedZipFileEntry>,
     },
@@ -130,8 +133,17 @@ impl Source {
         let meta = std::fs::metadata(path).map_err(|e| IoError::new(path, e))?;
         if meta.is_dir() {
             open_dir(path, limits)
-        } else {
+        } else if meta.is_file() {
             open_zip(path, limits)
+        } else {
+            // A FIFO or device would block or never end.
+            Err(IoError::new(
+                path,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a regular file or a folder",
+                ),
+            ))
         }
     }
 
@@ -153,7 +165,9 @@ impl Source {
     /// A private reader for one thread.
     pub fn handle(&self) -> Result<Handle<'_>, IoError> {
         let file = match self {
-            Source::Zip { path, .. } => Some(File::open(path).map_err(|e| IoError::new(path, e))?),
+            Source::Zip { path, file, .. } => {
+                Some(reopen(path, file.as_ref()).map_err(|e| IoError::new(path, e))?)
+            }
             Source::Dir { .. } => None,
         };
         Ok(Handle { source: self, file })
@@ -195,6 +209,18 @@ impl Handle<'_> {
             (Source::Zip { .. }, None) => Err(io::Error::other("zip handle without a file")),
         }
     }
+}
+
+/// A new, independent open file description of `file` (its own offset, unlike `dup`), through
+/// `/proc/self/fd`; without `/proc`, the path again.
+fn reopen(path: &Path, file: Option<&File>) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    if let Some(f) = file
+        && let Ok(again) = File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+    {
+        return Ok(again);
+    }
+    File::open(path)
 }
 
 fn zip_to_io(e: ZipError) -> io::Error {
@@ -342,7 +368,19 @@ impl<'l> Lister<'l> {
                 self.entries = kept;
             }
         }
-        (self.entries, self.findings)
+        // Our manifest files are written by `stage`; an archived copy would be overwritten.
+        let (reserved, kept): (Vec<Entry>, Vec<Entry>) = self
+            .entries
+            .into_iter()
+            .partition(|e| OWN_FILES.contains(&e.name.as_str()));
+        for e in reserved {
+            self.findings.push(Finding::warning(
+                Code::ReservedName,
+                Some(&e.name),
+                "bundle-tool writes this file itself when staging; the archived copy is skipped",
+            ));
+        }
+        (kept, self.findings)
     }
 }
 
@@ -353,9 +391,11 @@ const S_IFLNK: u32 = 0o120_000;
 
 fn open_zip(path: &Path, limits: &Limits) -> Result<Opened, IoError> {
     let file = File::open(path).map_err(|e| IoError::new(path, e))?;
+    let keep = file.try_clone().map_err(|e| IoError::new(path, e))?;
     let corrupt = |message: String| Opened {
         source: Source::Zip {
             path: path.to_owned(),
+            file: None,
             entries: Vec::new(),
         },
         entries: Vec::new(),
@@ -455,6 +495,7 @@ fn open_zip(path: &Path, limits: &Limits) -> Result<Opened, IoError> {
     Ok(Opened {
         source: Source::Zip {
             path: path.to_owned(),
+            file: Some(keep),
             entries: raw_entries,
         },
         entries,
