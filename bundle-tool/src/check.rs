@@ -379,6 +379,25 @@ fn check_image(
     }
     for cap in &summary.captured {
         let member = &cap.name;
+        let base = member.rsplit('/').next().unwrap_or(member);
+        // A `ver` member may hold just the version, not `key: value` lines.
+        if base == "ver" && !cap.bytes.contains(&b':') {
+            let text = String::from_utf8_lossy(&cap.bytes).trim().to_owned();
+            match (text.parse::<ApVersion>(), version) {
+                (Ok(found), Some(want)) if found != want => findings.push(Finding::error(
+                    Code::InfoVersionMismatch,
+                    Some(name),
+                    format!("{member} says {found}, but version.info says {want}"),
+                )),
+                (Ok(_), _) => {}
+                (Err(_), _) => findings.push(Finding::warning(
+                    Code::InfoWarning,
+                    Some(name),
+                    format!("{member} holds {text:?}, not a version; not compared"),
+                )),
+            }
+            continue;
+        }
         let info = parse_info(&cap.bytes);
         for w in &info.warnings {
             findings.push(Finding::warning(

@@ -447,3 +447,84 @@ fn usage_errors_exit_2() {
     let o = run(d.path(), &["stage", "x.zip", ".", "--name", "../up"]);
     assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn progress_only_on_a_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    synth(d.path(), "p.zip", "17.9.4.27", &[]);
+    // script(1) runs the command on a pseudo-terminal: the bar is drawn on it (stderr).
+    let cmd = format!(
+        "{} validate p.zip >/dev/null",
+        env!("CARGO_BIN_EXE_bundle-tool")
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "script: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        tty.contains("checking ["),
+        "no progress bar on a terminal: {tty:?}"
+    );
+    // Not a terminal: nothing on stderr.
+    let o = run(d.path(), &["validate", "p.zip"]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn a_bare_ver_member_is_compared_with_version_info() {
+    let d = tempfile::tempdir().unwrap();
+    let build = |ver: &str| -> serde_json::Value {
+        let mut image = Vec::new();
+        let mut tar = bundle_tool::tar::TarBuilder::new(&mut image);
+        let info = "image_family: ap1g8\n";
+        tar.append("info", info.len() as u64, &mut info.as_bytes())
+            .unwrap();
+        tar.append("ver", ver.len() as u64, &mut ver.as_bytes())
+            .unwrap();
+        tar.finish().unwrap();
+        let path = d.path().join("v.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        for (name, bytes) in [
+            ("version.info", b"17.9.4.27\n".as_slice()),
+            ("ap1g8", &image),
+        ] {
+            zip.start_file(name, opts).unwrap();
+            std::io::Write::write_all(&mut zip, bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        json(&run(d.path(), &["--json", "validate", "v.zip"]))
+    };
+    let codes = |v: &serde_json::Value| -> Vec<String> {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let good = build("17.9.4.27\n");
+    assert_eq!(good["ok"], true, "{good}");
+    assert!(
+        !codes(&good).iter().any(|c| c.starts_with("info-warning")),
+        "{good}"
+    );
+    let bad = build("17.9.4.26\n");
+    assert_eq!(bad["ok"], false);
+    assert!(
+        codes(&bad).contains(&"info-version-mismatch".to_owned()),
+        "{bad}"
+    );
+}
