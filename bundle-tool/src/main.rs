@@ -585,29 +585,14 @@ fn print_diff(d: &diff::Diff, a: &Report, b: &Report) -> anyhow::Result<()> {
             )?;
         }
     }
-    let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "?".to_owned());
-    writeln!(
-        o,
-        "version: {} -> {}{}",
-        v(&d.version.a),
-        v(&d.version.b),
-        if d.version.changed {
-            ""
-        } else {
-            " (unchanged)"
-        }
-    )?;
-    writeln!(
-        o,
-        "controller version: {} -> {}{}",
-        v(&d.controller_version.a),
-        v(&d.controller_version.b),
-        if d.controller_version.changed {
-            ""
-        } else {
-            " (unchanged)"
-        }
-    )?;
+    for (label, pair) in [
+        ("version", &d.version),
+        ("controller version", &d.controller_version),
+    ] {
+        let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "?".to_owned());
+        let same = if pair.changed { "" } else { " (unchanged)" };
+        writeln!(o, "{label}: {} -> {}{same}", v(&pair.a), v(&pair.b))?;
+    }
     for (what, c) in [("family", &d.families), ("file", &d.other_files)] {
         for n in &c.added {
             writeln!(o, "+ {what} {n}")?;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use airlift_tests::{describe, run_with_timeout, sha256_file};
+use airlift_tests::{Tmpfs, describe, run_with_timeout, sha256_file};
 use bundle_tool::tar::TarBuilder;
 use bundle_tool::version::ApVersion;
 use serde_json::Value;
@@ -780,38 +780,6 @@ fn a_bundle_path_that_is_a_fifo_is_an_error_not_a_hang() {
     assert!(leftovers(&fx.root).is_empty());
 }
 
-/// A tmpfs mounted for the test, unmounted when dropped (also when the test fails).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        assert!(
-            airlift_tests::is_root(),
-            "this test mounts a tmpfs and must run as root (CI does)"
-        );
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount -t tmpfs failed");
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_is_an_io_error_and_root_is_unchanged() {
     let top = tempfile::tempdir().unwrap();
@@ -834,7 +802,7 @@ fn a_full_disk_is_an_io_error_and_root_is_unchanged() {
 
     let root = top.path().join("disk");
     std::fs::create_dir(&root).unwrap();
-    let _mount = Tmpfs::mount(&root, "256k");
+    let _mount = Tmpfs::mount(&root, "256k", "0755");
     populate(&root);
     let before = snapshot(&root);
 

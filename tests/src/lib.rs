@@ -83,6 +83,47 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A tmpfs of `size` (e.g. `"64k"`) mounted at an existing folder for one test, and unmounted
+/// when dropped, also when the test fails (lazily if something still holds it). Mounting
+/// needs root; the tests that use it are "disk full" cases, and CI runs as root.
+#[derive(Debug)]
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts it with the folder mode `mode` (octal, e.g. `"0755"`). Panics when not root.
+    pub fn mount(at: &Path, size: &str, mode: &str) -> Tmpfs {
+        assert!(
+            is_root(),
+            "this test mounts a tmpfs and must run as root (CI does)"
+        );
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode={mode}"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount -t tmpfs at {} failed", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
 /// The uid of `user` from /etc/passwd, for permission set-ups.
 pub fn uid_of(user: &str) -> Option<u32> {
     let passwd = fs::read_to_string("/etc/passwd").ok()?;

@@ -5,56 +5,19 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use airlift_tests::TftpServer;
+use airlift_tests::{TftpServer, Tmpfs};
 
 const TFTPD: &str = env!("CARGO_BIN_EXE_tftpd");
-
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        assert!(
-            nix_is_root(),
-            "this test mounts a tmpfs and must run as root (CI does)"
-        );
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0777"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount -t tmpfs failed");
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 #[test]
 fn upload_that_fills_the_disk_gets_error_3_and_keeps_the_old_file() {
     let top = tempfile::tempdir().unwrap();
     let disk = top.path().join("disk");
     std::fs::create_dir(&disk).unwrap();
-    let _mount = Tmpfs::mount(&disk, "64k");
+    let _mount = Tmpfs::mount(&disk, "64k", "0777");
     let target = disk.join("config.bin");
     std::fs::write(&target, b"the old, good configuration").unwrap();
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).unwrap();
