@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use bundle_tool::check::{InspectOptions, Report, inspect};
 use bundle_tool::manifest::{self, ManifestError};
-use bundle_tool::report::{Finding, Severity};
+use bundle_tool::report::{Finding, Severity, printable};
 use bundle_tool::source::Limits;
 use bundle_tool::stage::{StageError, StageOptions, stage};
 use bundle_tool::synth::{SynthOptions, synth};
@@ -151,11 +151,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("bundle-tool: {e:#}");
-            ExitCode::from(TROUBLE)
-        }
+        Err(e) => fail(&cli, &format!("{e:#}"), TROUBLE),
     }
+}
+
+/// Reports an error on stderr (and as `{"error": …}` on stdout with `--json`) and returns
+/// the exit status.
+fn fail(cli: &Cli, message: &str, code: u8) -> ExitCode {
+    eprintln!("bundle-tool: {message}");
+    if cli.json {
+        let _ = print_json(&serde_json::json!({ "ok": false, "error": message, "exit": code }));
+    }
+    ExitCode::from(code)
 }
 
 /// Stops long operations on SIGINT/SIGTERM/SIGHUP so they can clean up.
@@ -166,6 +173,9 @@ fn cancel_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
+        // A second signal ends the process at once (the first asked for a clean stop).
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
+            .context("cannot install a signal handler")?;
         signal_hook::flag::register(sig, Arc::clone(&flag))
             .context("cannot install a signal handler")?;
     }
@@ -296,12 +306,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                     }
                     Ok(INVALID)
                 }
-                Err(e @ (StageError::Exists(_) | StageError::CurrentNotLink(_))) => {
-                    eprintln!("bundle-tool: {e}; {} unchanged", root.display());
-                    Ok(INVALID)
+                Err(e @ StageError::AfterCommit { .. }) => {
+                    fail(cli, &e.to_string(), TROUBLE);
+                    Ok(TROUBLE)
                 }
                 Err(e) => {
-                    eprintln!("bundle-tool: {e}; {} unchanged", root.display());
+                    // Exists, CurrentNotLink, BadName, Busy, I/O, a signal: usage or I/O (2).
+                    fail(cli, &format!("{e}; {} unchanged", root.display()), TROUBLE);
                     Ok(TROUBLE)
                 }
             }
@@ -488,6 +499,28 @@ fn which(cli: &Cli, model: &str, bundle: Option<&Path>) -> anyhow::Result<u8> {
     let present = match bundle {
         Some(b) => {
             let opened = bundle_tool::source::Source::open(b, &Limits::default())?;
+            let errors: Vec<&Finding> = opened
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .collect();
+            if !errors.is_empty() {
+                // A damaged listing cannot say what the bundle has.
+                if cli.json {
+                    print_json(
+                        &serde_json::json!({ "model": model, "family": m.row.family, "bundle": b, "present": null, "findings": errors }),
+                    )?;
+                } else {
+                    print_findings(&opened.findings)?;
+                    writeln!(
+                        out(),
+                        "{}\n{}: cannot tell (invalid bundle)",
+                        m.row.family,
+                        b.display()
+                    )?;
+                }
+                return Ok(INVALID);
+            }
             Some(opened.entries.iter().any(|e| e.name == m.row.family))
         }
         None => None,
@@ -540,8 +573,8 @@ fn print_report(r: &Report) -> anyhow::Result<()> {
     )?;
     for f in &r.files {
         let extra = match (&f.info_family, &f.info_version) {
-            (Some(fam), Some(v)) => format!("  info: {fam} {v}"),
-            (Some(fam), None) => format!("  info: {fam}"),
+            (Some(fam), Some(v)) => format!("  info: {} {}", printable(fam), printable(v)),
+            (Some(fam), None) => format!("  info: {}", printable(fam)),
             _ => String::new(),
         };
         writeln!(

@@ -16,13 +16,15 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{CONTROLLER_VERSION_INFO, Report, VERSION_INFO};
-use crate::report::{Code, Finding, Severity};
+use crate::report::{Code, Finding};
 use crate::scan::{self, Job, ScanError};
 use crate::source::{IoError, Limits, Source};
 use crate::version::{parse_controller_version, parse_version_info};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
+/// Largest `manifest.json` read (a real one is about 2 KiB).
+pub const MAX_MANIFEST: u64 = 4 << 20;
 /// The manifest format written and understood.
 pub const FORMAT: &str = "airlift-manifest/1";
 
@@ -94,8 +96,31 @@ impl Manifest {
 
     /// Reads `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Manifest, ManifestError> {
+        use std::io::Read;
         let path = dir.join(MANIFEST);
-        let bytes = std::fs::read(&path).map_err(|e| ManifestError::Io(IoError::new(&path, e)))?;
+        let io = |e| ManifestError::Io(IoError::new(&path, e));
+        // Not through a link, not from a FIFO or device, not more than MAX_MANIFEST bytes.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(io)?;
+        if !file.metadata().map_err(io)?.is_file() {
+            return Err(ManifestError::Invalid {
+                path: path.clone(),
+                why: "not a regular file".to_owned(),
+            });
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_MANIFEST + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_MANIFEST {
+            return Err(ManifestError::Invalid {
+                path: path.clone(),
+                why: format!("larger than {MAX_MANIFEST} bytes"),
+            });
+        }
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| ManifestError::Invalid {
             path: path.clone(),
             why: e.to_string(),
@@ -150,7 +175,7 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IoEr
 
 /// Fingerprints every file of the folder `dir` (flat; the manifest files themselves are left
 /// out). Files that cannot be fingerprinted safely (symbolic links, devices, unsafe names) are
-/// findings with severity error, and then nothing is hashed.
+/// findings with severity error and are left out; the others are hashed.
 pub fn fingerprint(
     dir: &Path,
     cancel: &AtomicBool,
@@ -171,9 +196,6 @@ pub fn fingerprint(
         controller_version: None,
         files: Vec::new(),
     };
-    if findings.iter().any(|f| f.severity == Severity::Error) {
-        return Ok((manifest, findings));
-    }
     let jobs: Vec<Job> = (0..opened.entries.len())
         .map(|i| Job {
             entry: i,

@@ -36,6 +36,9 @@ pub enum NameError {
     /// Longer than [`MAX_NAME`] bytes.
     #[error("name longer than {MAX_NAME} bytes")]
     TooLong,
+    /// A name the tool uses itself (`current` with `--current`).
+    #[error("reserved: `stage --current` maintains a link of that name")]
+    Reserved,
 }
 
 /// Longest accepted entry name, in bytes (Linux's `PATH_MAX` is 4096; bundle names are short).

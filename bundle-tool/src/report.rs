@@ -135,11 +135,35 @@ impl fmt::Display for Finding {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
+        // Names and texts come from the archive: never let them drive the terminal.
+        let message = printable(&self.message);
         match &self.entry {
-            Some(e) => write!(f, "{sev}: {e}: {} [{}]", self.message, self.code.as_str()),
-            None => write!(f, "{sev}: {} [{}]", self.message, self.code.as_str()),
+            Some(e) => write!(
+                f,
+                "{sev}: {}: {message} [{}]",
+                printable(e),
+                self.code.as_str()
+            ),
+            None => write!(f, "{sev}: {message} [{}]", self.code.as_str()),
         }
     }
+}
+
+/// `s` with control characters (escape sequences, carriage returns, …) written as Rust
+/// escapes, for printing text that came from an archive on a terminal or in a CI log.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Lower-case hex of `bytes`.
@@ -164,6 +188,17 @@ mod tests {
         let w = Finding::warning(Code::MissingReadme, None, "no readme.txt");
         assert_eq!(w.to_string(), "warning: no readme.txt [missing-readme]");
         assert_eq!(Code::InfoVersionMismatch.as_str(), "info-version-mismatch");
+    }
+
+    #[test]
+    fn archive_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("ap1g8"), "ap1g8");
+        assert_eq!(
+            printable("\u{1b}[2J\rfake: valid"),
+            "\\u{1b}[2J\\rfake: valid"
+        );
+        let f = Finding::error(Code::UnsafeName, Some("a\u{1b}]0;x\u{7}"), "bad\nline");
+        assert!(!f.to_string().chars().any(char::is_control), "{f}");
     }
 
     #[test]

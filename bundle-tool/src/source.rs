@@ -105,8 +105,7 @@ pub enum Source {
 pub struct IoError {
     /// The file concerned.
     pub path: PathBuf,
-    /// What went wrong.
-    #[source]
+    /// What went wrong (in the message, so not chained again as a source).
     pub source: io::Error,
 }
 
@@ -200,10 +199,17 @@ impl Handle<'_> {
                 let name = names
                     .get(entry.index)
                     .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such entry"))?;
+                // O_NONBLOCK: a file swapped for a FIFO since the listing must not block.
                 let file = std::fs::OpenOptions::new()
                     .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                     .open(path.join(name))?;
+                if !file.metadata()?.is_file() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "no longer a regular file",
+                    ));
+                }
                 Ok(Box::new(file))
             }
             (Source::Zip { .. }, None) => Err(io::Error::other("zip handle without a file")),
@@ -462,6 +468,13 @@ fn open_zip(path: &Path, limits: &Limits) -> Result<Opened, IoError> {
             continue;
         }
         if checked.is_dir || entry.is_dir() || mode == Some(S_IFDIR) {
+            if entry.size() > 0 {
+                lister.error(
+                    Code::NotAFile,
+                    checked.name,
+                    format!("marked as a folder but holds {} bytes", entry.size()),
+                );
+            }
             continue;
         }
         if let Some(m) = mode.filter(|m| *m != 0 && *m != S_IFREG) {

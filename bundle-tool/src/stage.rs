@@ -93,6 +93,15 @@ pub enum StageError {
     /// Reading, writing or renaming failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// The new folder is in place, but a step after the rename failed (the `current` link,
+    /// the final fsync): ROOT has changed.
+    #[error("staged into {}, but then: {source}", path.display())]
+    AfterCommit {
+        /// Where the bundle now is.
+        path: PathBuf,
+        /// What failed.
+        source: IoError,
+    },
     /// A signal arrived.
     #[error("interrupted")]
     Cancelled,
@@ -158,17 +167,19 @@ pub fn stage(bundle: &Path, root: &Path, opts: &StageOptions<'_>) -> Result<Stag
             StageError::Io(IoError::new(root, errno.into()))
         }
     })?;
-    // With the lock held, any staging folder is from a run that died.
-    let mut cleaned = Vec::new();
+    // With the lock held, any staging folder is from a run that died; they are removed only
+    // once this stage has succeeded (a failed stage changes nothing).
+    let mut stale = Vec::new();
     for item in std::fs::read_dir(root).map_err(|e| IoError::new(root, e))? {
         let item = item.map_err(|e| IoError::new(root, e))?;
-        if item
-            .file_name()
-            .to_string_lossy()
-            .starts_with(STAGING_PREFIX)
+        let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir
+            && item
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX)
         {
-            std::fs::remove_dir_all(item.path()).map_err(|e| IoError::new(&item.path(), e))?;
-            cleaned.push(item.path());
+            stale.push(item.path());
         }
     }
     // Refuse early what can be refused before reading a byte.
@@ -258,11 +269,15 @@ pub fn stage(bundle: &Path, root: &Path, opts: &StageOptions<'_>) -> Result<Stag
     if !replaced {
         undo.staging = None;
     }
-    // In place: nothing below may undo it.
+    // In place: nothing below may undo it, and a failure now is reported as such.
     undo.parents.clear();
     drop(undo);
+    let after = |source: IoError| StageError::AfterCommit {
+        path: dest.clone(),
+        source,
+    };
     if opts.fsync {
-        fsync_dir(&parent)?;
+        fsync_dir(&parent).map_err(after)?;
     }
 
     let current = if opts.current {
@@ -270,18 +285,24 @@ pub fn stage(bundle: &Path, root: &Path, opts: &StageOptions<'_>) -> Result<Stag
         let target = dest.file_name().map(PathBuf::from).unwrap_or_default();
         let tmp = parent.join(format!(".{CURRENT}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| IoError::new(&tmp, e))?;
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| after(IoError::new(&tmp, e)))?;
         std::fs::rename(&tmp, &link).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            IoError::new(&link, e)
+            after(IoError::new(&link, e))
         })?;
         if opts.fsync {
-            fsync_dir(&parent)?;
+            fsync_dir(&parent).map_err(after)?;
         }
         Some(link)
     } else {
         None
     };
+    let mut cleaned = Vec::new();
+    for dir in stale {
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            cleaned.push(dir);
+        }
+    }
     Ok(Staged {
         report,
         path: dest,
@@ -293,6 +314,12 @@ pub fn stage(bundle: &Path, root: &Path, opts: &StageOptions<'_>) -> Result<Stag
 
 /// Refuses an existing destination (without `--force`) and a `current` that is not a link.
 fn preflight(root: &Path, name: &str, opts: &StageOptions<'_>) -> Result<(), StageError> {
+    if opts.current && name.rsplit('/').next() == Some(CURRENT) {
+        return Err(StageError::BadName {
+            name: name.to_owned(),
+            why: names::NameError::Reserved,
+        });
+    }
     let dest = root.join(name);
     match std::fs::symlink_metadata(&dest) {
         Ok(m) if !opts.force || !m.is_dir() => return Err(StageError::Exists(dest)),

@@ -132,11 +132,8 @@ pub fn synth(out: &Path, opts: &SynthOptions) -> io::Result<Vec<(String, u64)>> 
     }
     if opts.controller_image {
         let size = ((REAL_SIZES[7].1 as f64) * opts.scale).round().max(1.0) as u64;
-        zip.start_file(
-            CONTROLLER_IMAGE,
-            deflated.large_file(size >= u32::MAX as u64),
-        )
-        .map_err(io::Error::other)?;
+        zip.start_file(CONTROLLER_IMAGE, stored.large_file(size >= u32::MAX as u64))
+            .map_err(io::Error::other)?;
         io::copy(&mut Filler::new(CONTROLLER_IMAGE, size), &mut zip)?;
         written.push((CONTROLLER_IMAGE.to_owned(), size));
     }

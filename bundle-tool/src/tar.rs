@@ -95,7 +95,8 @@ pub struct TarLimits {
 impl Default for TarLimits {
     fn default() -> Self {
         Self {
-            max_members: 100_000,
+            // Each member's name is kept (up to MAX_NAME bytes): this bounds the memory.
+            max_members: 10_000,
             max_capture: 64 * 1024,
         }
     }

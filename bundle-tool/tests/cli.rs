@@ -283,7 +283,7 @@ fn stage_verify_and_replace() {
         d.path(),
         &["stage", "new.zip", "srv", "--name", "EWC/17_9_4a"],
     );
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2, "an existing name is a usage error");
     assert!(String::from_utf8_lossy(&o.stderr).contains("exists (use --force to replace it)"));
     assert_eq!(snapshot(&root), before);
 
