@@ -19,7 +19,7 @@ SKIP_APT=${SKIP_APT:-0}
 KEEP=${KEEP:-0}
 RECORD=${RECORD:-1}
 SCALE=${SCALE:-1}
-WORK=${WORK:-}
+WORK_PARENT=${WORK:-${TMPDIR:-/var/tmp}} # the scratch folder is made inside it, and removed
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -40,9 +40,8 @@ for t in unzip sha256sum md5sum; do command -v $t >/dev/null || die "$t is missi
 log "cargo build --release --locked -p bundle-tool"
 (cd "$REPO" && cargo build --release --locked -p bundle-tool) >&2 || die "build failed"
 
-if [[ -z $WORK ]]; then
-    WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/airlift-bundle-bench.XXXXXX")
-fi
+[[ -d $WORK_PARENT ]] || die "WORK=$WORK_PARENT is not a folder"
+WORK=$(mktemp -d "$WORK_PARENT/airlift-bundle-bench.XXXXXX") || die "cannot create a folder in $WORK_PARENT"
 cleanup() { [[ $KEEP == 1 ]] || rm -rf "$WORK"; }
 trap cleanup EXIT
 need_kb=$(awk -v s="$SCALE" 'BEGIN { printf "%d", s * 745000 * 3.2 }')
