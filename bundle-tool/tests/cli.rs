@@ -528,3 +528,265 @@ fn a_bare_ver_member_is_compared_with_version_info() {
         "{bad}"
     );
 }
+
+/// A zip of `(name, bytes)` entries, stored.
+fn zip_of(path: &Path, entries: &[(&str, Vec<u8>)]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in entries {
+        zip.start_file(*name, opts).unwrap();
+        std::io::Write::write_all(&mut zip, bytes).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+fn image(family: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    bundle_tool::synth::write_image(&mut v, family, "17.9.4.27".parse().unwrap(), 20480).unwrap();
+    v
+}
+
+/// `(severity, code, entry)` of every finding.
+fn findings(v: &serde_json::Value) -> Vec<(String, String, Option<String>)> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["severity"].as_str().unwrap().to_owned(),
+                f["code"].as_str().unwrap().to_owned(),
+                f["entry"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn has(v: &serde_json::Value, severity: &str, code: &str, entry: Option<&str>) -> bool {
+    findings(v)
+        .iter()
+        .any(|(s, c, e)| s == severity && c == code && e.as_deref() == entry)
+}
+
+#[test]
+fn every_layout_finding_is_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let version = ("version.info", b"17.9.4.27\n".to_vec());
+    let validate = |entries: &[(&str, Vec<u8>)]| -> (i32, serde_json::Value) {
+        zip_of(&d.path().join("t.zip"), entries);
+        let o = run(d.path(), &["--json", "validate", "t.zip"]);
+        (code(&o), json(&o))
+    };
+    // An unknown family is reported, not fatal.
+    let (c, v) = validate(&[version.clone(), ("ap1g9", image("ap1g9"))]);
+    assert_eq!(c, 0, "{v}");
+    assert!(has(&v, "warning", "unknown-family", Some("ap1g9")), "{v}");
+    // An image without info members: a warning.
+    let mut bare = Vec::new();
+    let mut tar = bundle_tool::tar::TarBuilder::new(&mut bare);
+    tar.append("payload.bin", 4, &mut &b"data"[..]).unwrap();
+    tar.finish().unwrap();
+    let (c, v) = validate(&[version.clone(), ("ap1g8", bare)]);
+    assert_eq!(c, 0, "{v}");
+    assert!(has(&v, "warning", "info-missing", Some("ap1g8")), "{v}");
+    // No image at all; a bad version.info; an empty image.
+    let (c, v) = validate(&[version.clone()]);
+    assert_eq!(c, 1);
+    assert!(has(&v, "error", "no-images", None), "{v}");
+    let (c, v) = validate(&[
+        ("version.info", b"17.9\n".to_vec()),
+        ("ap1g8", image("ap1g8")),
+    ]);
+    assert_eq!(c, 1);
+    assert!(has(&v, "error", "bad-version", Some("version.info")), "{v}");
+    let (c, v) = validate(&[version.clone(), ("ap1g8", Vec::new())]);
+    assert_eq!(c, 1);
+    assert!(has(&v, "error", "empty-image", Some("ap1g8")), "{v}");
+    // A file in a sub-folder is skipped with a warning; one top folder is removed.
+    let (c, v) = validate(&[
+        version.clone(),
+        ("ap1g8", image("ap1g8")),
+        ("extra/notes.txt", b"x".to_vec()),
+    ]);
+    assert_eq!(c, 0, "{v}");
+    assert!(
+        has(&v, "warning", "nested-entry", Some("extra/notes.txt")),
+        "{v}"
+    );
+    let (c, v) = validate(&[
+        ("b/version.info", version.1.clone()),
+        ("b/ap1g8", image("ap1g8")),
+    ]);
+    assert_eq!(c, 0, "{v}");
+    assert!(has(&v, "warning", "top-folder-stripped", Some("b")), "{v}");
+    assert_eq!(v["families"], serde_json::json!(["ap1g8"]));
+}
+
+#[test]
+fn unreadable_files_are_io_errors() {
+    // As root every file is readable, so read as nobody.
+    assert!(
+        airlift_tests::is_root(),
+        "this test drops to uid 65534 and must run as root (CI does)"
+    );
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let folder = d.path().join("b");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(folder.join("version.info"), "17.9.4.27\n").unwrap();
+    std::fs::write(folder.join("ap1g8"), image("ap1g8")).unwrap();
+    std::fs::set_permissions(
+        folder.join("version.info"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(folder.join("ap1g8"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    zip_of(
+        &d.path().join("z.zip"),
+        &[("version.info", b"17.9.4.27\n".to_vec())],
+    );
+    std::fs::set_permissions(
+        d.path().join("z.zip"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    for (target, name) in [("b", "ap1g8"), ("z.zip", "z.zip")] {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_bundle-tool"))
+            .args(["validate", target])
+            .current_dir(d.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(code(&o), 2, "{target}: {err}");
+        assert!(
+            err.contains(name) && err.contains("Permission denied"),
+            "{target}: {err}"
+        );
+    }
+}
+
+#[test]
+fn stage_refusals_change_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("srv");
+    std::fs::create_dir_all(root.join("EWC/current")).unwrap();
+    // Debris of a killed run, and a file that merely shares the prefix.
+    std::fs::create_dir(root.join(".bundle-tool-staging-1-2")).unwrap();
+    std::fs::write(root.join(".bundle-tool-staging-note"), b"not ours").unwrap();
+    synth(d.path(), "lab.zip", "17.9.4.27", &["--families", "ap1g8"]);
+    std::fs::write(d.path().join("junk.zip"), b"not a zip at all").unwrap();
+    let before = snapshot(&root);
+    let refused = |args: &[&str], expect: i32, says: &str| {
+        let o = run(d.path(), args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned() + &stdout(&o);
+        assert_eq!(code(&o), expect, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(snapshot(&root), before, "{args:?} changed ROOT");
+    };
+    refused(
+        &["stage", "junk.zip", "srv"],
+        1,
+        "not staged: srv unchanged",
+    );
+    // `current` is a real folder here: not replaced.
+    refused(
+        &["stage", "lab.zip", "srv", "--name", "EWC/x", "--current"],
+        2,
+        "is not a symbolic link",
+    );
+    refused(
+        &["stage", "lab.zip", "srv", "--name", "current", "--current"],
+        2,
+        "reserved",
+    );
+    // Another stage holds the lock.
+    // -o: flock(1) holds the lock itself, so killing it releases it (its child keeps no fd).
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(&root)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    refused(
+        &["stage", "lab.zip", "srv", "--name", "x"],
+        2,
+        "another bundle-tool is staging here",
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // --json failures are one JSON document too.
+    let o = run(
+        d.path(),
+        &[
+            "--json",
+            "stage",
+            "lab.zip",
+            "srv",
+            "--name",
+            "current",
+            "--current",
+        ],
+    );
+    let v = json(&o);
+    assert_eq!(
+        (v["ok"].as_bool(), v["exit"].as_i64()),
+        (Some(false), Some(2)),
+        "{v}"
+    );
+    // A success removes the killed run's folder, and only that.
+    let o = run(d.path(), &["stage", "lab.zip", "srv", "--name", "x"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout(&o).contains("left by an interrupted run"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!root.join(".bundle-tool-staging-1-2").exists());
+    assert_eq!(
+        std::fs::read(root.join(".bundle-tool-staging-note")).unwrap(),
+        b"not ours"
+    );
+}
+
+#[test]
+fn verify_checks_what_it_can_and_which_refuses_damaged_bundles() {
+    let d = tempfile::tempdir().unwrap();
+    synth(
+        d.path(),
+        "lab.zip",
+        "17.9.4.27",
+        &["--families", "ap1g7,ap1g8"],
+    );
+    std::fs::create_dir(d.path().join("srv")).unwrap();
+    assert_eq!(
+        code(&run(d.path(), &["stage", "lab.zip", "srv", "--name", "x"])),
+        0
+    );
+    let dir = d.path().join("srv/x");
+    std::fs::remove_file(dir.join("ap1g7")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("ap1g7")).unwrap();
+    let o = run(d.path(), &["--json", "verify", "srv/x"]);
+    assert_eq!(code(&o), 1);
+    let v = json(&o);
+    assert_eq!(v["checked"], 5, "every other file is still checked: {v}");
+    assert_eq!(v["missing"], serde_json::json!(["ap1g7"]));
+    assert!(has(&v, "error", "symlink", Some("ap1g7")), "{v}");
+    // A JSON error for a missing manifest too.
+    let o = run(d.path(), &["--json", "verify", "srv"]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(json(&o)["ok"], false);
+    // which: a damaged bundle cannot answer "does not have".
+    std::fs::write(d.path().join("junk.zip"), b"PK\x03\x04 truncated").unwrap();
+    let o = run(d.path(), &["which", "C9105AXI-E", "--bundle", "junk.zip"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stdout(&o).contains("cannot tell (invalid bundle)"),
+        "{}",
+        stdout(&o)
+    );
+}
