@@ -591,7 +591,7 @@ fn every_layout_finding_is_reported() {
     assert_eq!(c, 0, "{v}");
     assert!(has(&v, "warning", "info-missing", Some("ap1g8")), "{v}");
     // No image at all; a bad version.info; an empty image.
-    let (c, v) = validate(&[version.clone()]);
+    let (c, v) = validate(std::slice::from_ref(&version));
     assert_eq!(c, 1);
     assert!(has(&v, "error", "no-images", None), "{v}");
     let (c, v) = validate(&[
