@@ -212,20 +212,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Validate { bundle, limits } => {
             let cancel = cancel_on_signals()?;
-            let bar = progress("checking");
-            let report = inspect(
-                bundle,
-                &InspectOptions {
-                    limits: limits.limits(),
-                    hash: false,
-                    extract: None,
-                    fsync: false,
-                    cancel: &cancel,
-                    progress: &bar,
-                    threads: cli.threads,
-                },
-            )?;
-            bar.finish_and_clear();
+            let report = read_bundle(cli, bundle, limits.limits(), false, &cancel)?;
             if cli.json {
                 print_json(&report)?;
             } else {
@@ -402,23 +389,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         }
         Command::Diff { a, b } => {
             let cancel = cancel_on_signals()?;
-            let hashed = |p: &Path| -> anyhow::Result<Report> {
-                let bar = progress("hashing");
-                let r = inspect(
-                    p,
-                    &InspectOptions {
-                        limits: Limits::default(),
-                        hash: true,
-                        extract: None,
-                        fsync: false,
-                        cancel: &cancel,
-                        progress: &bar,
-                        threads: cli.threads,
-                    },
-                )?;
-                bar.finish_and_clear();
-                Ok(r)
-            };
+            let hashed = |p: &Path| read_bundle(cli, p, Limits::default(), true, &cancel);
             let (ra, rb) = (hashed(a)?, hashed(b)?);
             let d = diff::diff(&ra, &rb);
             let invalid = !ra.ok || !rb.ok;
@@ -480,6 +451,31 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
             Ok(OK)
         }
     }
+}
+
+/// Reads and checks a bundle without extracting it, with a progress bar on a terminal.
+fn read_bundle(
+    cli: &Cli,
+    path: &Path,
+    limits: Limits,
+    hash: bool,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Report> {
+    let bar = progress(if hash { "hashing" } else { "checking" });
+    let report = inspect(
+        path,
+        &InspectOptions {
+            limits,
+            hash,
+            extract: None,
+            fsync: false,
+            cancel,
+            progress: &bar,
+            threads: cli.threads,
+        },
+    )?;
+    bar.finish_and_clear();
+    Ok(report)
 }
 
 fn which(cli: &Cli, model: &str, bundle: Option<&Path>) -> anyhow::Result<u8> {
