@@ -1,6 +1,12 @@
 //! # sftpd — an SFTP-only server that replaces `sshd` + `internal-sftp` for image hosting
 //!
-//! **Not built yet** (a later issue fills this crate in). What it will be: an SSH server on
-//! russh + russh-sftp that only speaks SFTP, reads the `sshd_config` subset people use for
-//! image hosting (`Match User/Group`, `ChrootDirectory`, `ForceCommand internal-sftp`), checks
-//! chroot ownership exactly as sshd does, and logs like OpenSSH's `sftp-server -l VERBOSE`.
+//! **In progress** (issue 4). What it will be: an SSH server on russh that only speaks SFTP,
+//! reads the `sshd_config` subset people use for image hosting (`Match User/Group`,
+//! `ChrootDirectory`, `ForceCommand internal-sftp`), checks chroot ownership exactly as sshd
+//! does, and logs like OpenSSH's `sftp-server -l VERBOSE`. There is no binary yet.
+//!
+//! Built so far (sans-IO, tested):
+//! - [`server_args`]: `internal-sftp` / `sftp-server` arguments (`-l -f -e -R -u -d -P -p -Q`)
+//!   with OpenSSH's getopt semantics, request allow/deny lists and the read-only table.
+
+pub mod server_args;
