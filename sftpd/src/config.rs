@@ -485,7 +485,12 @@ impl Effective {
     }
 
     /// `ChrootDirectory` expanded for a user, `None` if not set.
-    pub fn chroot_for(&self, home: &str, user: &str, uid: u32) -> Option<Result<String, TokenError>> {
+    pub fn chroot_for(
+        &self,
+        home: &str,
+        user: &str,
+        uid: u32,
+    ) -> Option<Result<String, TokenError>> {
         self.chroot_directory
             .as_deref()
             .map(|t| expand_tokens(t, home, user, uid))
@@ -869,10 +874,11 @@ fn parse_port(s: &str) -> Result<u16, LineError> {
 }
 
 fn parse_u32(keyword: &str, s: &str) -> Result<u32, LineError> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(n) = s.parse::<u32>() {
-            return Ok(n);
-        }
+    if !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = s.parse::<u32>()
+    {
+        return Ok(n);
     }
     Err(LineError::BadNumber {
         keyword: keyword.to_string(),
@@ -889,7 +895,11 @@ pub fn parse_time(s: &str) -> Option<Duration> {
     let mut num: Option<u64> = None;
     for c in s.chars() {
         if let Some(d) = c.to_digit(10) {
-            num = Some(num.unwrap_or(0).checked_mul(10)?.checked_add(u64::from(d))?);
+            num = Some(
+                num.unwrap_or(0)
+                    .checked_mul(10)?
+                    .checked_add(u64::from(d))?,
+            );
         } else {
             let mult: u64 = match c.to_ascii_lowercase() {
                 's' => 1,
@@ -1015,8 +1025,11 @@ fn parse_match(args: &[String]) -> Result<MatchLine, LineError> {
             "user" => Criterion::User(value),
             "group" => Criterion::Group(value),
             "address" => {
-                if addr_match_list("0.0.0.0".parse().map_err(|_| LineError::MatchEmpty)?, &value)
-                    .is_err()
+                if addr_match_list(
+                    "0.0.0.0".parse().map_err(|_| LineError::MatchEmpty)?,
+                    &value,
+                )
+                .is_err()
                 {
                     return Err(LineError::MatchBadAddress(value));
                 }
@@ -1127,7 +1140,9 @@ fn parse_setting(kw: Kw, keyword: &str, args: &[String]) -> Result<Option<Settin
         }
         Kw::LogLevel => {
             let a = one_arg(keyword, args)?;
-            Setting::LogLevel(LogLevel::parse(a).ok_or_else(|| LineError::BadLogLevel(a.to_string()))?)
+            Setting::LogLevel(
+                LogLevel::parse(a).ok_or_else(|| LineError::BadLogLevel(a.to_string()))?,
+            )
         }
         Kw::UsersFile => Setting::UsersFile(one_arg(keyword, args)?.to_string()),
         Kw::Ignored(_) => return Ok(None),
@@ -1179,11 +1194,10 @@ impl Parser<'_> {
                 Kw::Include => {
                     at_least_one(&keyword, &args).map_err(err)?;
                     for pattern in &args {
-                        self.include(pattern, &cond, depth)
-                            .map_err(|e| match e {
-                                IncludeErr::Line(k) => err(k),
-                                IncludeErr::Nested(e) => e,
-                            })?;
+                        self.include(pattern, &cond, depth).map_err(|e| match e {
+                            IncludeErr::Line(k) => err(k),
+                            IncludeErr::Nested(e) => e,
+                        })?;
                     }
                 }
                 _ => {
@@ -1233,7 +1247,9 @@ impl Parser<'_> {
             None => ("/", path.as_str()),
         };
         if dir.contains(['*', '?', '[']) {
-            return Err(IncludeErr::Line(LineError::IncludeWildcardDir(pattern.to_string())));
+            return Err(IncludeErr::Line(LineError::IncludeWildcardDir(
+                pattern.to_string(),
+            )));
         }
         let read_err = |p: &str, message: String| {
             IncludeErr::Line(LineError::IncludeRead {
@@ -1246,9 +1262,7 @@ impl Parser<'_> {
             .list_dir(dir)
             .map_err(|m| read_err(dir, m))?
             .into_iter()
-            .filter(|n| {
-                (!n.starts_with('.') || last.starts_with('.')) && wildcard_match(n, last)
-            })
+            .filter(|n| (!n.starts_with('.') || last.starts_with('.')) && wildcard_match(n, last))
             .collect();
         names.sort();
         names.dedup();
@@ -1503,10 +1517,10 @@ impl Config {
         b.layer = 1;
         if let Some(conn) = conn {
             for e in &self.entries {
-                if let Some(c) = &e.cond {
-                    if self.cond_matches(c, conn) {
-                        b.apply(&e.setting);
-                    }
+                if let Some(c) = &e.cond
+                    && self.cond_matches(c, conn)
+                {
+                    b.apply(&e.setting);
                 }
             }
         }
@@ -1567,11 +1581,13 @@ impl Config {
             }
         }
         if let Some(s) = &eff.subsystem_sftp {
-            line("subsystem", &format!("sftp {s}"));
+            line("subsystem", &format!("sftp {}", quote_cmd(s)));
         }
         line(
             "forcecommand",
-            eff.force_command.as_deref().unwrap_or("none"),
+            &eff.force_command
+                .as_deref()
+                .map_or("none".into(), quote_cmd),
         );
         line(
             "chrootdirectory",
@@ -1606,8 +1622,17 @@ impl Config {
     }
 }
 
+/// Prints a command (ForceCommand, Subsystem) unquoted when re-parsing gives it back.
+fn quote_cmd(s: &str) -> String {
+    if s.contains(|c: char| "\"'\\#=".contains(c)) {
+        quote(s)
+    } else {
+        s.to_string()
+    }
+}
+
 fn quote(s: &str) -> String {
-    if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || "\"'\\#".contains(c)) {
+    if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || "\"'\\#=".contains(c)) {
         return s.to_string();
     }
     let mut q = String::from("\"");
@@ -1771,7 +1796,11 @@ fn addr_match_list(addr: IpAddr, list: &str) -> Result<Option<bool>, ()> {
             Some(p) => (true, p),
             None => (false, entry),
         };
-        if e.is_empty() || !e.chars().all(|c| c.is_ascii_hexdigit() || ".:/*?".contains(c)) {
+        if e.is_empty()
+            || !e
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || ".:/*?".contains(c))
+        {
             return Err(());
         }
         let hit = if e.contains(['*', '?']) {
@@ -1799,7 +1828,12 @@ fn addr_match_list(addr: IpAddr, list: &str) -> Result<Option<bool>, ()> {
 
 /// Expands `%h` (home), `%u` (user), `%U` (uid), `%%`, and a leading `~` / `~/` (home), as
 /// sshd does for `ChrootDirectory` and `AuthorizedKeysFile`.
-pub fn expand_tokens(template: &str, home: &str, user: &str, uid: u32) -> Result<String, TokenError> {
+pub fn expand_tokens(
+    template: &str,
+    home: &str,
+    user: &str,
+    uid: u32,
+) -> Result<String, TokenError> {
     let mut out = String::new();
     let mut rest = template;
     if let Some(r) = template.strip_prefix('~') {
@@ -1829,4 +1863,773 @@ pub fn expand_tokens(template: &str, home: &str, user: &str, uid: u32) -> Result
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const DEBIAN: &str = r#"
+# This is the sshd server system-wide configuration file.  See
+# sshd_config(5) for more information.
+
+Include /etc/ssh/sshd_config.d/*.conf
+
+#Port 22
+#AddressFamily any
+#ListenAddress 0.0.0.0
+#ListenAddress ::
+
+#HostKey /etc/ssh/ssh_host_rsa_key
+#HostKey /etc/ssh/ssh_host_ecdsa_key
+#HostKey /etc/ssh/ssh_host_ed25519_key
+
+#LoginGraceTime 2m
+#PermitRootLogin prohibit-password
+#StrictModes yes
+#MaxAuthTries 6
+#MaxSessions 10
+
+#PubkeyAuthentication yes
+#AuthorizedKeysFile	.ssh/authorized_keys .ssh/authorized_keys2
+
+#PasswordAuthentication yes
+#PermitEmptyPasswords no
+
+KbdInteractiveAuthentication no
+
+UsePAM yes
+
+#AllowAgentForwarding yes
+#AllowTcpForwarding yes
+#GatewayPorts no
+X11Forwarding yes
+#X11DisplayOffset 10
+PrintMotd no
+#PrintLastLog yes
+#TCPKeepAlive yes
+#UseDNS no
+#PidFile /run/sshd.pid
+#MaxStartups 10:30:100
+#PermitTunnel no
+#ChrootDirectory none
+#VersionAddendum none
+
+#Banner none
+
+# Allow client to pass locale environment variables
+AcceptEnv LANG LC_*
+
+# override default of no subsystems
+Subsystem	sftp	/usr/lib/openssh/sftp-server
+
+Match group sftp
+        ChrootDirectory /home/%u
+        X11Forwarding no
+        AllowTcpForwarding no
+        ForceCommand internal-sftp
+"#;
+
+    #[derive(Default)]
+    struct Fs(BTreeMap<String, String>);
+
+    impl IncludeSource for Fs {
+        fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, String> {
+            let prefix = format!("{}/", dir.trim_end_matches('/'));
+            Ok(self
+                .0
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .filter(|n| !n.contains('/'))
+                .map(str::to_string)
+                .collect())
+        }
+        fn read_file(&mut self, path: &str) -> Result<String, String> {
+            self.0
+                .get(path)
+                .cloned()
+                .ok_or_else(|| format!("{path}: not found"))
+        }
+    }
+
+    fn p(text: &str) -> Result<Config, ConfigError> {
+        parse("/etc/ssh/sshd_config", text, &[], &mut NoIncludes)
+    }
+
+    fn groups(g: &[&str]) -> Vec<String> {
+        g.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn conn<'a>(user: &'a str, groups: &'a [String], addr: &str, port: u16) -> ConnectionSpec<'a> {
+        ConnectionSpec {
+            user,
+            groups,
+            address: addr.parse().unwrap(),
+            local_port: port,
+        }
+    }
+
+    fn err(text: &str) -> (usize, String) {
+        let e = p(text).unwrap_err();
+        (e.line, e.to_string())
+    }
+
+    #[test]
+    fn debian_default_with_sftp_match() {
+        let mut fs = Fs::default();
+        fs.0.insert(
+            "/etc/ssh/sshd_config.d/10-local.conf".into(),
+            "PasswordAuthentication no\n".into(),
+        );
+        let cfg = parse("/etc/ssh/sshd_config", DEBIAN, &[], &mut fs).unwrap();
+        let g = groups(&["calo", "sftp"]);
+        let eff = cfg.effective(&conn("calo", &g, "172.16.4.26", 22));
+        assert_eq!(eff.chroot_directory.as_deref(), Some("/home/%u"));
+        assert_eq!(
+            eff.chroot_for("/home/calo", "calo", 1000),
+            Some(Ok("/home/calo".to_string()))
+        );
+        assert_eq!(eff.force_command.as_deref(), Some("internal-sftp"));
+        assert!(!eff.x11_forwarding);
+        assert_eq!(eff.allow_tcp_forwarding, TcpForwarding::No);
+        assert!(!eff.password_authentication, "from the included file");
+        assert_eq!(
+            eff.subsystem_sftp.as_deref(),
+            Some("/usr/lib/openssh/sftp-server")
+        );
+        assert_eq!(eff.accept_env, vec!["LANG", "LC_*"]);
+        assert!(eff.no_host_keys());
+        assert_eq!(eff.port, vec![22]);
+        assert_eq!(eff.listen.len(), 2);
+
+        let g2 = groups(&["users"]);
+        let other = cfg.effective(&conn("bob", &g2, "10.0.0.1", 22));
+        assert_eq!(other.chroot_directory, None);
+        assert_eq!(other.force_command, None);
+        assert!(other.x11_forwarding);
+        assert_eq!(other.allow_tcp_forwarding, TcpForwarding::Yes);
+
+        let ign: Vec<&str> = cfg.ignored().iter().map(|d| d.keyword.as_str()).collect();
+        assert_eq!(
+            ign,
+            vec!["KbdInteractiveAuthentication", "UsePAM", "PrintMotd"]
+        );
+        assert_eq!(cfg.ignored()[1].line, 30);
+    }
+
+    #[test]
+    fn defaults() {
+        let eff = p("").unwrap().global();
+        assert_eq!(eff.port, vec![22]);
+        assert_eq!(
+            eff.listen,
+            vec![
+                ListenEndpoint {
+                    host: "0.0.0.0".into(),
+                    port: 22
+                },
+                ListenEndpoint {
+                    host: "::".into(),
+                    port: 22
+                }
+            ]
+        );
+        assert!(eff.password_authentication && eff.pubkey_authentication);
+        assert_eq!(
+            eff.authorized_keys_files,
+            vec![".ssh/authorized_keys", ".ssh/authorized_keys2"]
+        );
+        assert_eq!(eff.max_auth_tries, 6);
+        assert_eq!(eff.login_grace_time, Duration::from_secs(120));
+        assert_eq!(
+            eff.max_startups,
+            MaxStartups {
+                start: 10,
+                rate: 30,
+                full: 100
+            }
+        );
+        assert_eq!(eff.max_sessions, 10);
+        assert_eq!(eff.allow_tcp_forwarding, TcpForwarding::Yes);
+        assert!(!eff.x11_forwarding && !eff.disable_forwarding && !eff.atomic_uploads);
+        assert_eq!(eff.permit_tunnel, PermitTunnel::No);
+        assert_eq!(eff.banner, None);
+        assert_eq!(eff.syslog_facility, SyslogFacility::Auth);
+        assert_eq!(eff.log_level, LogLevel::Info);
+        assert_eq!(eff.subsystem_sftp, None);
+        assert_eq!(eff.users_file, None);
+    }
+
+    #[test]
+    fn values_and_syntax() {
+        let cfg = p(concat!(
+            "port=2222\n",
+            "PORT 2223\n",
+            "ListenAddress 127.0.0.1\n",
+            "ListenAddress [::1]:2200\n",
+            "ListenAddress 10.0.0.1:23\n",
+            "ListenAddress fe80::1\n",
+            "LoginGraceTime 1h30m\n",
+            "MaxStartups 5\n",
+            "Banner \"/etc/my banner\" # comment\n",
+            "AuthorizedKeysFile none\n",
+            "LogLevel debug\n",
+            "SyslogFacility local5\n",
+            "UsersFile /etc/sftpd/users\n",
+            "AtomicUploads yes\n",
+            "AllowTcpForwarding local\n",
+            "PermitTunnel point-to-point\n",
+            "HostKey /etc/ssh/ssh_host_ed25519_key\n",
+        ))
+        .unwrap();
+        let e = cfg.global();
+        assert_eq!(e.port, vec![2222, 2223]);
+        let l: Vec<String> = e.listen.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            l,
+            vec![
+                "127.0.0.1:2222",
+                "127.0.0.1:2223",
+                "[::1]:2200",
+                "10.0.0.1:23",
+                "[fe80::1]:2222",
+                "[fe80::1]:2223"
+            ]
+        );
+        assert_eq!(e.login_grace_time, Duration::from_secs(5400));
+        assert_eq!(
+            e.max_startups,
+            MaxStartups {
+                start: 5,
+                rate: 100,
+                full: 5
+            }
+        );
+        assert_eq!(e.banner.as_deref(), Some("/etc/my banner"));
+        assert!(e.authorized_keys_files.is_empty());
+        assert_eq!(e.log_level, LogLevel::Debug1);
+        assert_eq!(e.syslog_facility, SyslogFacility::Local(5));
+        assert_eq!(e.users_file.as_deref(), Some("/etc/sftpd/users"));
+        assert!(e.atomic_uploads);
+        assert_eq!(e.allow_tcp_forwarding, TcpForwarding::Local);
+        assert_eq!(e.permit_tunnel, PermitTunnel::PointToPoint);
+        assert!(!e.no_host_keys());
+        assert_eq!(parse_time("0"), Some(Duration::ZERO));
+        assert_eq!(parse_time("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_time("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_time("m"), None);
+        assert_eq!(parse_time("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn first_value_wins_globally() {
+        let e = p("MaxAuthTries 3\nMaxAuthTries 9\nX11Forwarding yes\nX11Forwarding no\n")
+            .unwrap()
+            .global();
+        assert_eq!(e.max_auth_tries, 3);
+        assert!(e.x11_forwarding);
+    }
+
+    #[test]
+    fn first_match_wins_across_blocks() {
+        let cfg = p(concat!(
+            "ChrootDirectory /srv/global\n",
+            "Match User calo\n",
+            "  ChrootDirectory /srv/calo\n",
+            "  AllowUsers calo\n",
+            "Match Address 172.16.0.0/12\n",
+            "  ChrootDirectory /srv/net\n",
+            "  MaxSessions 2\n",
+            "  AllowUsers other\n",
+        ))
+        .unwrap();
+        let g = groups(&[]);
+        let e = cfg.effective(&conn("calo", &g, "172.16.4.26", 22));
+        assert_eq!(e.chroot_directory.as_deref(), Some("/srv/calo"));
+        assert_eq!(e.max_sessions, 2);
+        assert_eq!(e.allow_users, vec!["calo", "other"], "lists accumulate");
+        let e = cfg.effective(&conn("bob", &g, "172.16.4.26", 22));
+        assert_eq!(e.chroot_directory.as_deref(), Some("/srv/net"));
+        let e = cfg.effective(&conn("bob", &g, "192.168.1.1", 22));
+        assert_eq!(e.chroot_directory.as_deref(), Some("/srv/global"));
+        assert_eq!(e.max_sessions, 10);
+    }
+
+    #[test]
+    fn match_block_list_replaces_global_list() {
+        let cfg = p("AllowUsers a b\nMatch User x\n AllowUsers x\n").unwrap();
+        let g = groups(&[]);
+        assert_eq!(
+            cfg.effective(&conn("x", &g, "10.0.0.1", 22)).allow_users,
+            vec!["x"]
+        );
+        assert_eq!(
+            cfg.effective(&conn("y", &g, "10.0.0.1", 22)).allow_users,
+            vec!["a", "b"]
+        );
+    }
+
+    #[test]
+    fn match_all_and_none_override() {
+        let cfg = p(concat!(
+            "Match User calo\n",
+            "  ChrootDirectory none\n",
+            "Match All\n",
+            "  ChrootDirectory /srv/%u\n",
+            "  ForceCommand internal-sftp -R\n",
+        ))
+        .unwrap();
+        let g = groups(&[]);
+        let e = cfg.effective(&conn("calo", &g, "10.0.0.1", 22));
+        assert_eq!(e.chroot_directory, None, "explicit none wins first");
+        assert_eq!(e.force_command.as_deref(), Some("internal-sftp -R"));
+        let e = cfg.effective(&conn("bob", &g, "10.0.0.1", 22));
+        assert_eq!(e.chroot_directory.as_deref(), Some("/srv/%u"));
+        assert_eq!(cfg.global().force_command, None);
+    }
+
+    #[test]
+    fn negation_and_wildcards() {
+        let cfg = p("Match User !root,*\n  ForceCommand internal-sftp\n").unwrap();
+        let g = groups(&[]);
+        assert_eq!(
+            cfg.effective(&conn("calo", &g, "10.0.0.1", 22))
+                .force_command
+                .as_deref(),
+            Some("internal-sftp")
+        );
+        assert_eq!(
+            cfg.effective(&conn("root", &g, "10.0.0.1", 22))
+                .force_command,
+            None
+        );
+        // Only negative patterns never match.
+        let cfg = p("Match User !root\n  ForceCommand x\n").unwrap();
+        assert_eq!(
+            cfg.effective(&conn("calo", &g, "10.0.0.1", 22))
+                .force_command,
+            None
+        );
+        let cfg = p("Match User ca?o,j*\n  ForceCommand x\n").unwrap();
+        assert!(
+            cfg.effective(&conn("calo", &g, "10.0.0.1", 22))
+                .force_command
+                .is_some()
+        );
+        assert!(
+            cfg.effective(&conn("jo", &g, "10.0.0.1", 22))
+                .force_command
+                .is_some()
+        );
+        assert!(
+            cfg.effective(&conn("caloo", &g, "10.0.0.1", 22))
+                .force_command
+                .is_none()
+        );
+        // Group: any group matches; a negated group fails the criterion.
+        let cfg = p("Match Group sftp*,!wheel\n  ForceCommand x\n").unwrap();
+        let g1 = groups(&["users", "sftpusers"]);
+        let g2 = groups(&["sftpusers", "wheel"]);
+        assert!(
+            cfg.effective(&conn("a", &g1, "10.0.0.1", 22))
+                .force_command
+                .is_some()
+        );
+        assert!(
+            cfg.effective(&conn("a", &g2, "10.0.0.1", 22))
+                .force_command
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn address_cidr_wildcards_and_localport() {
+        let cfg = p(concat!(
+            "Match Address 172.16.0.0/12,!172.16.9.0/24,::1/128,192.168.1.*\n",
+            "  ForceCommand net\n",
+            "Match LocalPort 2222 User calo\n",
+            "  ForceCommand port\n",
+        ))
+        .unwrap();
+        let g = groups(&[]);
+        let fc =
+            |a: &str, port: u16, user: &str| cfg.effective(&conn(user, &g, a, port)).force_command;
+        assert_eq!(fc("172.16.4.26", 22, "x").as_deref(), Some("net"));
+        assert_eq!(fc("172.31.255.255", 22, "x").as_deref(), Some("net"));
+        assert_eq!(fc("172.32.0.1", 22, "x"), None);
+        assert_eq!(fc("172.16.9.5", 22, "x"), None);
+        assert_eq!(fc("::1", 22, "x").as_deref(), Some("net"));
+        assert_eq!(fc("::2", 22, "x"), None);
+        assert_eq!(fc("192.168.1.77", 22, "x").as_deref(), Some("net"));
+        assert_eq!(fc("10.0.0.1", 2222, "calo").as_deref(), Some("port"));
+        assert_eq!(fc("10.0.0.1", 2222, "bob"), None);
+        assert_eq!(fc("10.0.0.1", 22, "calo"), None);
+    }
+
+    #[test]
+    fn overrides_win() {
+        let text = "MaxAuthTries 3\nPort 22\nMatch User calo\n  MaxAuthTries 4\n";
+        let ov = vec!["MaxAuthTries=9".to_string(), "Port 2022".to_string()];
+        let cfg = parse("f", text, &ov, &mut NoIncludes).unwrap();
+        let g = groups(&[]);
+        let e = cfg.effective(&conn("calo", &g, "10.0.0.1", 22));
+        assert_eq!(e.max_auth_tries, 9);
+        assert_eq!(e.port, vec![2022], "list overrides replace the file's list");
+        let e = parse("f", "", &["Foo=1".into()], &mut NoIncludes).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "command-line line 1: Bad configuration option: Foo"
+        );
+        let e = parse("f", "", &["Match=all".into()], &mut NoIncludes).unwrap_err();
+        assert_eq!(e.kind, LineError::MatchOnCommandLine);
+    }
+
+    #[test]
+    fn errors_with_line_numbers() {
+        let f = "/etc/ssh/sshd_config";
+        let cases: &[(&str, usize, &str)] = &[
+            ("\n\nFoo bar\n", 3, "Bad configuration option: Foo"),
+            ("Port\n", 1, "Port missing argument."),
+            (
+                "#x\nPasswordAuthentication maybe\n",
+                2,
+                "Bad yes/no argument: maybe",
+            ),
+            (
+                "Port 70000\n",
+                1,
+                "Badly formatted port number: invalid port \"70000\".",
+            ),
+            (
+                "Port 0\n",
+                1,
+                "Badly formatted port number: invalid port \"0\".",
+            ),
+            (
+                "Port 22 23\n",
+                1,
+                "keyword Port extra arguments at end of line",
+            ),
+            ("Banner \"abc\n", 1, "invalid quotes"),
+            ("MaxAuthTries -1\n", 1, "invalid MaxAuthTries number: -1"),
+            ("LoginGraceTime 2x\n", 1, "invalid time value: 2x"),
+            ("MaxStartups 30:10\n", 1, "Invalid MaxStartups spec: 30:10"),
+            (
+                "MaxStartups 100:30:10\n",
+                1,
+                "Invalid MaxStartups spec: 100:30:10",
+            ),
+            ("ListenAddress [::1\n", 1, "invalid ListenAddress \"[::1\""),
+            ("LogLevel LOUD\n", 1, "unsupported log level 'LOUD'"),
+            (
+                "SyslogFacility LOCAL8\n",
+                1,
+                "unsupported log facility 'LOCAL8'",
+            ),
+            (
+                "AllowTcpForwarding sometimes\n",
+                1,
+                "unsupported option \"sometimes\" for AllowTcpForwarding",
+            ),
+            (
+                "Match User x\n\n  Port 22\n",
+                3,
+                "Directive 'Port' is not allowed within a Match block",
+            ),
+            (
+                "Match User x\nUsePAM yes\n",
+                2,
+                "Directive 'UsePAM' is not allowed within a Match block",
+            ),
+            ("Match\n", 1, "One or more attributes required for Match"),
+            (
+                "Match All User x\n",
+                1,
+                "'all' cannot be combined with other Match attributes",
+            ),
+            ("Match User\n", 1, "Missing Match criteria for User"),
+            ("Match Host foo\n", 1, "Unsupported Match attribute Host"),
+            (
+                "Match Address 10.0.0.0/33\n",
+                1,
+                "invalid Match address argument 10.0.0.0/33",
+            ),
+            (
+                "Match Address example.com\n",
+                1,
+                "invalid Match address argument example.com",
+            ),
+            (
+                "Match LocalPort abc\n",
+                1,
+                "Invalid LocalPort 'abc' on Match line",
+            ),
+            ("=yes\n", 1, "Bad configuration option: "),
+        ];
+        for (text, line, msg) in cases {
+            let (l, m) = err(text);
+            assert_eq!(l, *line, "{text:?}");
+            assert_eq!(m, format!("{f} line {line}: {msg}"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_in_match() {
+        let cfg = p(concat!(
+            "Match Group sftp\n",
+            " PermitTTY no\n AcceptEnv X\n PasswordAuthentication no\n",
+            " PubkeyAuthentication yes\n MaxAuthTries 2\n MaxSessions 1\n",
+            " AllowTcpForwarding no\n X11Forwarding no\n PermitTunnel no\n",
+            " DisableForwarding yes\n Banner /b\n AllowUsers a\n DenyUsers b\n",
+            " AllowGroups c\n DenyGroups d\n LogLevel VERBOSE\n",
+            " AuthorizedKeysFile /k/%u\n",
+        ))
+        .unwrap();
+        let g = groups(&["sftp"]);
+        let e = cfg.effective(&conn("a", &g, "10.0.0.1", 22));
+        assert!(e.disable_forwarding);
+        assert_eq!(e.log_level, LogLevel::Verbose);
+        assert_eq!(
+            e.authorized_keys_for("/home/a", "a", 5).unwrap(),
+            vec!["/k/a"]
+        );
+        assert_eq!(cfg.ignored()[0].keyword, "PermitTTY");
+    }
+
+    #[test]
+    fn tokens() {
+        assert_eq!(
+            expand_tokens("/home/%u/%h/%U/%%", "/home/calo", "calo", 1000).unwrap(),
+            "/home/calo//home/calo/1000/%"
+        );
+        assert_eq!(
+            expand_tokens("~/x", "/home/c/", "c", 1).unwrap(),
+            "/home/c/x"
+        );
+        assert_eq!(expand_tokens("~", "/home/c", "c", 1).unwrap(), "/home/c");
+        assert_eq!(
+            expand_tokens("/%x", "/h", "u", 1),
+            Err(TokenError::UnknownToken('x'))
+        );
+        assert!(matches!(
+            expand_tokens("/a%", "/h", "u", 1),
+            Err(TokenError::TrailingPercent(_))
+        ));
+        assert!(matches!(
+            expand_tokens("~bob/x", "/h", "u", 1),
+            Err(TokenError::TildeUser(_))
+        ));
+        let e = p("").unwrap().global();
+        assert_eq!(
+            e.authorized_keys_for("/home/c", "c", 1).unwrap(),
+            vec![
+                "/home/c/.ssh/authorized_keys",
+                "/home/c/.ssh/authorized_keys2"
+            ]
+        );
+    }
+
+    #[test]
+    fn dump_for_spec() {
+        let cfg = parse("/etc/ssh/sshd_config", DEBIAN, &[], &mut NoIncludes).unwrap();
+        let g = groups(&["sftp"]);
+        let c = conn("calo", &g, "172.16.4.26", 22);
+        let out = cfg.dump(&cfg.effective(&c), Some(&c));
+        for l in [
+            "port 22\n",
+            "listenaddress 0.0.0.0:22\n",
+            "listenaddress [::]:22\n",
+            "passwordauthentication yes\n",
+            "authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2\n",
+            "maxstartups 10:30:100\n",
+            "logingracetime 120\n",
+            "subsystem sftp /usr/lib/openssh/sftp-server\n",
+            "forcecommand internal-sftp\n",
+            "chrootdirectory /home/%u\n",
+            "x11forwarding no\n",
+            "allowtcpforwarding no\n",
+            "syslogfacility AUTH\n",
+            "loglevel INFO\n",
+            "acceptenv LANG\n",
+            "acceptenv LC_*\n",
+            "usepam yes\n",
+            "printmotd no\n",
+            "kbdinteractiveauthentication no\n",
+        ] {
+            assert!(out.contains(l), "missing {l:?} in\n{out}");
+        }
+        assert!(out.lines().all(|l| {
+            let k = l.split(' ').next().unwrap();
+            k == k.to_ascii_lowercase()
+        }));
+        let plain = cfg.dump(&cfg.global(), None);
+        assert!(plain.contains("chrootdirectory none\n"));
+        assert!(plain.contains("x11forwarding yes\n"));
+    }
+
+    #[test]
+    fn dump_round_trip() {
+        let text = concat!(
+            "Port 2222\nListenAddress 10.1.1.1\nBanner \"/etc/a b\"\nAllowUsers a@10.0.0.0/8 b\n",
+            "UsersFile /u\nAtomicUploads yes\nMaxStartups 1:2:3\nLoginGraceTime 1m\n",
+            "Subsystem sftp internal-sftp -l VERBOSE\nHostKey /k\nUsePAM yes\n",
+        );
+        let cfg = p(text).unwrap();
+        let e = cfg.global();
+        let again = p(&cfg.dump(&e, None)).unwrap().global();
+        assert_eq!(e, again);
+    }
+
+    #[test]
+    fn include_glob_order_and_match_context() {
+        let mut fs = Fs::default();
+        fs.0.insert("/etc/ssh/d/20-b.conf".into(), "MaxAuthTries 2\n".into());
+        fs.0.insert("/etc/ssh/d/10-a.conf".into(), "MaxAuthTries 1\n".into());
+        fs.0.insert("/etc/ssh/d/.hidden.conf".into(), "MaxAuthTries 7\n".into());
+        fs.0.insert("/etc/ssh/d/x.txt".into(), "Bogus\n".into());
+        fs.0.insert(
+            "/etc/ssh/m.conf".into(),
+            "ForceCommand inc\nMatch User z\nForceCommand z\n".into(),
+        );
+        let text = "Include d/*.conf\nMatch User calo\nInclude /etc/ssh/m.conf\nMaxSessions 3\nInclude /nonexistent/*.conf\n";
+        let cfg = parse("main", text, &[], &mut fs).unwrap();
+        let g = groups(&[]);
+        let e = cfg.effective(&conn("calo", &g, "10.0.0.1", 22));
+        assert_eq!(e.max_auth_tries, 1);
+        assert_eq!(e.force_command.as_deref(), Some("inc"));
+        assert_eq!(e.max_sessions, 3, "context continues after the include");
+        let e = cfg.effective(&conn("z", &g, "10.0.0.1", 22));
+        assert_eq!(
+            e.force_command, None,
+            "nested Match is ANDed with the outer one"
+        );
+        assert_eq!(e.max_sessions, 10);
+
+        // Errors in included files name that file and line.
+        fs.0.insert("/etc/ssh/bad.conf".into(), "\nNope\n".into());
+        let e = parse("main", "Include bad.conf\n", &[], &mut fs).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/ssh/bad.conf line 2: Bad configuration option: Nope"
+        );
+        let e = parse("main", "Include /a/*/x.conf\n", &[], &mut fs).unwrap_err();
+        assert!(matches!(e.kind, LineError::IncludeWildcardDir(_)));
+    }
+
+    #[test]
+    fn include_depth_limit() {
+        let mut fs = Fs::default();
+        fs.0.insert("/etc/ssh/loop.conf".into(), "Include loop.conf\n".into());
+        let e = parse("main", "Include loop.conf\n", &[], &mut fs).unwrap_err();
+        assert_eq!(e.kind, LineError::IncludeDepth);
+        assert_eq!(e.file, "/etc/ssh/loop.conf");
+        // 15 levels are fine.
+        let mut fs = Fs::default();
+        for i in 0..15 {
+            fs.0.insert(
+                format!("/etc/ssh/l{i}.conf"),
+                format!("Include l{}.conf\n", i + 1),
+            );
+        }
+        fs.0.insert("/etc/ssh/l15.conf".into(), "MaxSessions 4\n".into());
+        let cfg = parse("main", "Include l0.conf\n", &[], &mut fs).unwrap();
+        assert_eq!(cfg.global().max_sessions, 4);
+    }
+
+    #[test]
+    fn access_lists() {
+        let a: IpAddr = "172.16.4.26".parse().unwrap();
+        let mk = |t: &str| p(t).unwrap().global();
+        let g = groups(&["staff", "sftp"]);
+        let none: Vec<String> = Vec::new();
+        assert_eq!(user_allowed(&mk(""), "calo", &none, a), Ok(()));
+        assert_eq!(
+            user_allowed(&mk("AllowUsers bob\n"), "calo", &g, a)
+                .unwrap_err()
+                .to_string(),
+            "User calo from 172.16.4.26 not allowed because not listed in AllowUsers"
+        );
+        assert_eq!(
+            user_allowed(&mk("AllowUsers calo\nDenyUsers c*\n"), "calo", &g, a)
+                .unwrap_err()
+                .to_string(),
+            "User calo from 172.16.4.26 not allowed because listed in DenyUsers"
+        );
+        assert_eq!(
+            user_allowed(&mk("AllowUsers calo@172.16.0.0/12\n"), "calo", &g, a),
+            Ok(())
+        );
+        assert!(user_allowed(&mk("AllowUsers calo@10.0.0.0/8\n"), "calo", &g, a).is_err());
+        assert_eq!(
+            user_allowed(&mk("AllowGroups wheel\n"), "calo", &g, a)
+                .unwrap_err()
+                .to_string(),
+            "User calo from 172.16.4.26 not allowed because none of user's groups are listed in AllowGroups"
+        );
+        assert_eq!(
+            user_allowed(&mk("AllowGroups sftp\nDenyGroups staff\n"), "calo", &g, a)
+                .unwrap_err()
+                .to_string(),
+            "User calo from 172.16.4.26 not allowed because a group is listed in DenyGroups"
+        );
+        assert_eq!(
+            user_allowed(&mk("AllowGroups sf*\n"), "calo", &g, a),
+            Ok(())
+        );
+        // DenyUsers is checked before group lists.
+        assert!(matches!(
+            user_allowed(&mk("DenyUsers calo\nDenyGroups staff\n"), "calo", &g, a),
+            Err(DenyReason::ListedInDenyUsers { .. })
+        ));
+        assert!(matches!(
+            user_allowed(&mk("AllowGroups sftp\n"), "calo", &none, a),
+            Err(DenyReason::NotInAnyGroup { .. })
+        ));
+    }
+
+    #[test]
+    fn wildcard_edge_cases() {
+        assert!(wildcard_match("", "*"));
+        assert!(wildcard_match("abc", "a*c"));
+        assert!(wildcard_match("abc", "*b*"));
+        assert!(!wildcard_match("abc", "a?"));
+        assert!(wildcard_match(
+            "aaaaaaaaaaaaaaaaaaaaaaaab",
+            "*a*a*a*a*a*a*b"
+        ));
+        assert!(!wildcard_match(
+            "aaaaaaaaaaaaaaaaaaaaaaaaa",
+            "*a*a*a*a*a*a*b"
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC*", ov in proptest::collection::vec("\\PC*", 0..3)) {
+            let mut fs = Fs::default();
+            fs.0.insert("/etc/ssh/x.conf".into(), text.clone());
+            if let Ok(cfg) = parse("f", &text, &ov, &mut fs) {
+                let g = groups(&["g"]);
+                let e = cfg.effective(&conn("u", &g, "10.0.0.1", 22));
+                let _ = cfg.dump(&e, None);
+            }
+        }
+
+        #[test]
+        fn keyword_lines_never_panic(
+            kw in proptest::sample::select(KEYWORDS.iter().map(|k| k.0).collect::<Vec<_>>()),
+            args in "[ a-zA-Z0-9:/\\[\\]%.*!,=\"#-]{0,30}",
+            in_match in proptest::bool::ANY,
+        ) {
+            let text = if in_match { format!("Match All\n{kw} {args}\n") } else { format!("{kw} {args}\n") };
+            if let Ok(cfg) = p(&text) {
+                let e = cfg.global();
+                // Round trip: what -T prints parses back to the same values.
+                let again = p(&cfg.dump(&e, None)).unwrap().global();
+                proptest::prop_assert_eq!(e, again);
+            }
+        }
+    }
 }
