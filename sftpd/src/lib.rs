@@ -9,8 +9,11 @@
 //! - [`config`]: the `sshd_config` subset (with `Include`, `Match User|Group|Address|LocalPort|All`,
 //!   first-match-wins, `-o` overrides, `-T` dump, tokens, Allow/Deny lists with sshd's wording);
 //!   keywords that do not apply to an SFTP-only server are accepted and reported.
+//! - [`passwd`]: `/etc/shadow` entries and password checks (yescrypt `$y$`, SHA-crypt
+//!   `$6$`/`$5$`), with a dummy hash so unknown users cost the same time as wrong passwords.
 //! - [`server_args`]: `internal-sftp` / `sftp-server` arguments (`-l -f -e -R -u -d -P -p -Q`)
 //!   with OpenSSH's getopt semantics, request allow/deny lists and the read-only table.
 
 pub mod config;
+pub mod passwd;
 pub mod server_args;
