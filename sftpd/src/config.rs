@@ -270,101 +270,8 @@ impl PermitTunnel {
     }
 }
 
-/// `LogLevel` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// QUIET
-    Quiet,
-    /// FATAL
-    Fatal,
-    /// ERROR
-    Error,
-    /// INFO (default)
-    Info,
-    /// VERBOSE
-    Verbose,
-    /// DEBUG / DEBUG1
-    Debug1,
-    /// DEBUG2
-    Debug2,
-    /// DEBUG3
-    Debug3,
-}
-
-impl LogLevel {
-    /// Parses a level name (case-insensitive).
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.to_ascii_uppercase().as_str() {
-            "QUIET" => Self::Quiet,
-            "FATAL" => Self::Fatal,
-            "ERROR" => Self::Error,
-            "INFO" => Self::Info,
-            "VERBOSE" => Self::Verbose,
-            "DEBUG" | "DEBUG1" => Self::Debug1,
-            "DEBUG2" => Self::Debug2,
-            "DEBUG3" => Self::Debug3,
-            _ => return None,
-        })
-    }
-    /// Name as `sshd -T` prints it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Quiet => "QUIET",
-            Self::Fatal => "FATAL",
-            Self::Error => "ERROR",
-            Self::Info => "INFO",
-            Self::Verbose => "VERBOSE",
-            Self::Debug1 => "DEBUG1",
-            Self::Debug2 => "DEBUG2",
-            Self::Debug3 => "DEBUG3",
-        }
-    }
-}
-
-/// `SyslogFacility` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyslogFacility {
-    /// DAEMON
-    Daemon,
-    /// USER
-    User,
-    /// AUTH (default)
-    Auth,
-    /// AUTHPRIV
-    Authpriv,
-    /// LOCAL0..LOCAL7
-    Local(u8),
-}
-
-impl SyslogFacility {
-    /// Parses a facility name (case-insensitive).
-    pub fn parse(s: &str) -> Option<Self> {
-        let up = s.to_ascii_uppercase();
-        Some(match up.as_str() {
-            "DAEMON" => Self::Daemon,
-            "USER" => Self::User,
-            "AUTH" => Self::Auth,
-            "AUTHPRIV" => Self::Authpriv,
-            _ => {
-                let n = up.strip_prefix("LOCAL")?;
-                match n.as_bytes() {
-                    [d @ b'0'..=b'7'] => Self::Local(d - b'0'),
-                    _ => return None,
-                }
-            }
-        })
-    }
-    /// Name as `sshd -T` prints it.
-    pub fn name(self) -> String {
-        match self {
-            Self::Daemon => "DAEMON".into(),
-            Self::User => "USER".into(),
-            Self::Auth => "AUTH".into(),
-            Self::Authpriv => "AUTHPRIV".into(),
-            Self::Local(n) => format!("LOCAL{n}"),
-        }
-    }
-}
+// One definition of levels and facilities for sshd_config and internal-sftp's `-l`/`-f`.
+pub use crate::server_args::{Facility as SyslogFacility, LogLevel};
 
 /// `MaxStartups start:rate:full`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1135,13 +1042,14 @@ fn parse_setting(kw: Kw, keyword: &str, args: &[String]) -> Result<Option<Settin
         Kw::SyslogFacility => {
             let a = one_arg(keyword, args)?;
             Setting::SyslogFacility(
-                SyslogFacility::parse(a).ok_or_else(|| LineError::BadFacility(a.to_string()))?,
+                SyslogFacility::from_name(a)
+                    .ok_or_else(|| LineError::BadFacility(a.to_string()))?,
             )
         }
         Kw::LogLevel => {
             let a = one_arg(keyword, args)?;
             Setting::LogLevel(
-                LogLevel::parse(a).ok_or_else(|| LineError::BadLogLevel(a.to_string()))?,
+                LogLevel::from_name(a).ok_or_else(|| LineError::BadLogLevel(a.to_string()))?,
             )
         }
         Kw::UsersFile => Setting::UsersFile(one_arg(keyword, args)?.to_string()),
@@ -1601,8 +1509,8 @@ impl Config {
             "banner",
             &eff.banner.as_deref().map_or("none".into(), quote),
         );
-        line("syslogfacility", &eff.syslog_facility.name());
-        line("loglevel", eff.log_level.as_str());
+        line("syslogfacility", &eff.syslog_facility.to_string());
+        line("loglevel", eff.log_level.name());
         if let Some(u) = &eff.users_file {
             line("usersfile", &quote(u));
         }
