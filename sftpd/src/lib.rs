@@ -6,6 +6,8 @@
 //! does, and logs like OpenSSH's `sftp-server -l VERBOSE`. There is no binary yet.
 //!
 //! Built so far (sans-IO, tested):
+//! - [`chroot`]: `ChrootDirectory` checked component by component exactly as sshd's
+//!   `safely_chroot()` (same messages), plus the command that fixes each problem.
 //! - [`config`]: the `sshd_config` subset (with `Include`, `Match User|Group|Address|LocalPort|All`,
 //!   first-match-wins, `-o` overrides, `-T` dump, tokens, Allow/Deny lists with sshd's wording);
 //!   keywords that do not apply to an SFTP-only server are accepted and reported.
@@ -14,6 +16,7 @@
 //! - [`server_args`]: `internal-sftp` / `sftp-server` arguments (`-l -f -e -R -u -d -P -p -Q`)
 //!   with OpenSSH's getopt semantics, request allow/deny lists and the read-only table.
 
+pub mod chroot;
 pub mod config;
 pub mod passwd;
 pub mod server_args;
