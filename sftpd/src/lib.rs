@@ -13,6 +13,9 @@
 //!   keywords that do not apply to an SFTP-only server are accepted and reported.
 //! - [`passwd`]: `/etc/shadow` entries and password checks (yescrypt `$y$`, SHA-crypt
 //!   `$6$`/`$5$`), with a dummy hash so unknown users cost the same time as wrong passwords.
+//! - [`sftp`]: the SFTP v3 codec (framing with a length cap checked before allocating, every
+//!   request and response, OpenSSH's extensions, zero-copy DATA headers), one codec for server
+//!   and client.
 //! - [`server_args`]: `internal-sftp` / `sftp-server` arguments (`-l -f -e -R -u -d -P -p -Q`)
 //!   with OpenSSH's getopt semantics, request allow/deny lists and the read-only table.
 
@@ -20,3 +23,4 @@ pub mod chroot;
 pub mod config;
 pub mod passwd;
 pub mod server_args;
+pub mod sftp;
