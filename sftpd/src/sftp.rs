@@ -886,7 +886,7 @@ pub enum Request<'a> {
     },
     /// SSH_FXP_RENAME: `uint32 id, string oldpath, string newpath`
     Rename {
-        /// Existing path.
+        /// Request id.
         id: u32,
         /// Old path.
         old: &'a [u8],

@@ -561,14 +561,15 @@ impl TftpServer {
             .collect()
     }
 
-    /// Waits (up to `timeout`) for a log line matching `pred` and returns it; fails the test
-    /// with the whole log otherwise.
-    pub fn wait_for_log(
+    /// Waits (up to `timeout`) until `check` finds what it wants in the log lines so far; on
+    /// time-out fails the test with `failure(lines)` and the whole log. The one wait loop the
+    /// `wait_for_*` helpers share.
+    fn wait_until<T>(
         &self,
-        what: &str,
         timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> String {
+        mut check: impl FnMut(&[String]) -> Option<T>,
+        failure: impl Fn(&[String]) -> String,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         let mut lines = self
             .log
@@ -576,14 +577,15 @@ impl TftpServer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(l) = lines.iter().find(|l| pred(l)) {
-                return l.clone();
+            if let Some(found) = check(&lines) {
+                return found;
             }
             let now = Instant::now();
             if now >= deadline {
+                let why = failure(&lines);
                 let all = lines.join("\n");
                 drop(lines);
-                panic!("no log line {what} within {timeout:?}; log:\n{all}");
+                panic!("{why} within {timeout:?}; log:\n{all}");
             }
             lines = self
                 .log
@@ -592,6 +594,21 @@ impl TftpServer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// Waits (up to `timeout`) for a log line matching `pred` and returns it; fails the test
+    /// with the whole log otherwise.
+    pub fn wait_for_log(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_until(
+            timeout,
+            |lines| lines.iter().find(|l| pred(l)).cloned(),
+            |_| format!("no log line {what}"),
+        )
     }
 
     /// Waits (up to `timeout`) until at least `n` log lines match `pred`; returns them.
@@ -602,63 +619,30 @@ impl TftpServer {
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        let mut lines = self
-            .log
-            .lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        loop {
-            let hits: Vec<String> = lines.iter().filter(|l| pred(l)).cloned().collect();
-            if hits.len() >= n {
-                return hits;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let all = lines.join("\n");
-                drop(lines);
-                panic!(
-                    "{} of {n} log lines {what} within {timeout:?}; log:\n{all}",
-                    hits.len()
-                );
-            }
-            lines = self
-                .log
-                .grew
-                .wait_timeout(lines, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let hits = |lines: &[String]| -> Vec<String> {
+            lines.iter().filter(|l| pred(l)).cloned().collect()
+        };
+        self.wait_until(
+            timeout,
+            |lines| Some(hits(lines)).filter(|h| h.len() >= n),
+            |lines| format!("{} of {n} log lines {what}", hits(lines).len()),
+        )
     }
 
     /// Waits for a line exactly equal to `first` to be followed by another line that does
     /// not name the readiness probe, and returns that next line.
     pub fn wait_for_line_after(&self, first: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let mut lines = self
-            .log
-            .lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(at) = lines.iter().position(|l| l == first)
-                && let Some(next) = lines[at + 1..].iter().find(|l| !l.contains(PROBE_NAME))
-            {
-                return next.clone();
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let all = lines.join("\n");
-                drop(lines);
-                panic!("no line after {first:?} within {timeout:?}; log:\n{all}");
-            }
-            lines = self
-                .log
-                .grew
-                .wait_timeout(lines, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        self.wait_until(
+            timeout,
+            |lines| {
+                let at = lines.iter().position(|l| l == first)?;
+                lines[at + 1..]
+                    .iter()
+                    .find(|l| !l.contains(PROBE_NAME))
+                    .cloned()
+            },
+            |_| format!("no line after {first:?}"),
+        )
     }
 
     /// Waits for a line exactly equal to `line`.
