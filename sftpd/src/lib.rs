@@ -21,6 +21,16 @@
 
 pub mod chroot;
 pub mod config;
+pub mod connection;
+pub mod hostkey;
+pub mod listener;
+pub mod log;
 pub mod passwd;
+pub mod penalty;
+pub mod pump;
 pub mod server_args;
+pub mod setup;
 pub mod sftp;
+pub mod sftp_server;
+pub mod users;
+pub mod vfs;

@@ -2,7 +2,9 @@
 //! verification (sans-IO — callers pass the file's text and the password bytes).
 //!
 //! Supported schemes: yescrypt (`$y$`, Debian 12's default), SHA-512 crypt (`$6$`) and
-//! SHA-256 crypt (`$5$`), both with optional `rounds=N$`. Locked (`!…`, `*…`) and empty
+//! SHA-256 crypt (`$5$`), both with optional `rounds=N$`, and Argon2 PHC strings
+//! (`$argon2id$`, `$argon2i$`, `$argon2d$`, as written by `argon2(1)` and most password tools;
+//! used by the `UsersFile` of virtual users). Locked (`!…`, `*…`) and empty
 //! ("no password") entries are refused, as `sshd` does with `PermitEmptyPasswords no`.
 //! Other schemes (`$1$` MD5, `$2b$` bcrypt, DES) are reported as [`HashError::Unsupported`].
 //!
@@ -22,6 +24,17 @@ pub const MAX_YESCRYPT_MEMORY: u64 = 1 << 30;
 
 /// A valid yescrypt hash with Debian's default parameters (`j9T`: N=4096, r=32, 16 MiB) of a
 /// random password that was thrown away, so nothing verifies against it.
+/// Upper bound on the memory an Argon2 hash's `m=` parameter may ask for (1 GiB, as for
+/// yescrypt). Larger is reported as [`HashError::TooExpensive`] without hashing.
+pub const MAX_ARGON2_MEMORY: u64 = 1 << 30;
+
+/// Upper bound on an Argon2 hash's passes (`t=`): each pass walks the whole memory again, so a
+/// hostile `t=4294967295` would pin a CPU for ever. Common settings are 1–10.
+pub const MAX_ARGON2_PASSES: u32 = 64;
+
+/// Upper bound on an Argon2 hash's lanes (`p=`); each lane is computed in turn here.
+pub const MAX_ARGON2_LANES: u32 = 64;
+
 const DUMMY_HASH: &str =
     "$y$j9T$G2paIC1l.q4s/Y4att8/D.$dxbqBSAf6y/ayJNyY1dpeYxKJjiNfR31JIq3yGczzS3";
 
@@ -37,13 +50,17 @@ pub enum HashError {
     /// The hash claims a supported scheme but does not parse (or its parameters are invalid).
     #[error("malformed {scheme} password hash")]
     Malformed {
-        /// `yescrypt`, `sha512crypt` or `sha256crypt`.
+        /// `yescrypt`, `sha512crypt`, `sha256crypt`, `argon2id`, `argon2i` or `argon2d`.
         scheme: &'static str,
     },
-    /// A yescrypt hash whose parameters need more than [`MAX_YESCRYPT_MEMORY`].
-    #[error("yescrypt password hash parameters need more than {max} bytes of memory")]
+    /// A hash whose parameters need more than the scheme's memory bound
+    /// ([`MAX_YESCRYPT_MEMORY`], [`MAX_ARGON2_MEMORY`]) or, for Argon2, more passes or lanes
+    /// than [`MAX_ARGON2_PASSES`] / [`MAX_ARGON2_LANES`].
+    #[error("{scheme} password hash parameters are too expensive (memory limit {max} bytes)")]
     TooExpensive {
-        /// The limit, [`MAX_YESCRYPT_MEMORY`].
+        /// `yescrypt` or the Argon2 variant.
+        scheme: &'static str,
+        /// The memory limit of that scheme.
         max: u64,
     },
 }
@@ -57,6 +74,12 @@ pub enum HashKind {
     ShaCrypt512,
     /// `$5$…`
     ShaCrypt256,
+    /// `$argon2id$…`
+    Argon2id,
+    /// `$argon2i$…`
+    Argon2i,
+    /// `$argon2d$…`
+    Argon2d,
     /// Starts with `!` or `*` (`!`, `!!`, `*`, `!$6$…`, `*LK*`): password login disabled.
     Locked,
     /// Empty: no password; refused (sshd's `PermitEmptyPasswords no`).
@@ -73,7 +96,12 @@ impl HashKind {
             Self::Locked => Some("account is locked"),
             Self::NoPassword => Some("account has no password"),
             Self::Unsupported(_) => Some("unsupported password hash"),
-            Self::Yescrypt | Self::ShaCrypt512 | Self::ShaCrypt256 => None,
+            Self::Yescrypt
+            | Self::ShaCrypt512
+            | Self::ShaCrypt256
+            | Self::Argon2id
+            | Self::Argon2i
+            | Self::Argon2d => None,
         }
     }
 }
@@ -84,6 +112,9 @@ impl fmt::Display for HashKind {
             Self::Yescrypt => f.write_str("yescrypt"),
             Self::ShaCrypt512 => f.write_str("sha512crypt"),
             Self::ShaCrypt256 => f.write_str("sha256crypt"),
+            Self::Argon2id => f.write_str("argon2id"),
+            Self::Argon2i => f.write_str("argon2i"),
+            Self::Argon2d => f.write_str("argon2d"),
             Self::Locked => f.write_str("locked"),
             Self::NoPassword => f.write_str("no password"),
             Self::Unsupported(p) => write!(f, "unsupported ({p})"),
@@ -108,6 +139,15 @@ pub fn classify(hash: &str) -> HashKind {
     }
     if hash.starts_with("$5$") {
         return HashKind::ShaCrypt256;
+    }
+    if hash.starts_with("$argon2id$") {
+        return HashKind::Argon2id;
+    }
+    if hash.starts_with("$argon2i$") {
+        return HashKind::Argon2i;
+    }
+    if hash.starts_with("$argon2d$") {
+        return HashKind::Argon2d;
     }
     HashKind::Unsupported(unsupported_prefix(hash))
 }
@@ -145,7 +185,8 @@ fn unsupported_prefix(hash: &str) -> String {
 /// # Errors
 /// [`HashError::Unsupported`] for other schemes, [`HashError::Malformed`] for hashes that
 /// claim a supported scheme but do not parse, [`HashError::TooExpensive`] for yescrypt
-/// parameters over [`MAX_YESCRYPT_MEMORY`].
+/// parameters over [`MAX_YESCRYPT_MEMORY`] and Argon2 parameters over [`MAX_ARGON2_MEMORY`],
+/// [`MAX_ARGON2_PASSES`] or [`MAX_ARGON2_LANES`].
 pub fn verify(password: &[u8], hash: &str) -> Result<bool, HashError> {
     let kind = classify(hash);
     let scheme = match kind {
@@ -154,9 +195,15 @@ pub fn verify(password: &[u8], hash: &str) -> Result<bool, HashError> {
         HashKind::Yescrypt => "yescrypt",
         HashKind::ShaCrypt512 => "sha512crypt",
         HashKind::ShaCrypt256 => "sha256crypt",
+        HashKind::Argon2id => "argon2id",
+        HashKind::Argon2i => "argon2i",
+        HashKind::Argon2d => "argon2d",
     };
     if password.len() > MAX_PASSWORD_LEN {
         return Ok(false);
+    }
+    if scheme.starts_with("argon2") {
+        return verify_argon2(password, hash, scheme);
     }
     let result = if kind == HashKind::Yescrypt {
         check_yescrypt_cost(hash)?;
@@ -187,6 +234,7 @@ fn check_yescrypt_cost(hash: &str) -> Result<(), HashError> {
     let params: yescrypt::Params = params_field.parse().map_err(|_| malformed)?;
     // V is 128·r·N bytes, B is 128·r·p bytes.
     let too_expensive = HashError::TooExpensive {
+        scheme: "yescrypt",
         max: MAX_YESCRYPT_MEMORY,
     };
     let memory = params
@@ -199,6 +247,35 @@ fn check_yescrypt_cost(hash: &str) -> Result<(), HashError> {
         return Err(too_expensive);
     }
     Ok(())
+}
+
+/// Argon2 PHC-string verification, with the parameters bounded before anything is allocated.
+fn verify_argon2(password: &[u8], hash: &str, scheme: &'static str) -> Result<bool, HashError> {
+    use argon2::{Argon2, PasswordHash, PasswordVerifier};
+    let malformed = HashError::Malformed { scheme };
+    let parsed = PasswordHash::new(hash).map_err(|_| malformed.clone())?;
+    if parsed.algorithm.as_str() != scheme || parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err(malformed);
+    }
+    let params = argon2::Params::try_from(&parsed).map_err(|_| malformed.clone())?;
+    // m_cost is in KiB.
+    let memory = u64::from(params.m_cost()).saturating_mul(1024);
+    if memory > MAX_ARGON2_MEMORY
+        || params.t_cost() > MAX_ARGON2_PASSES
+        || params.p_cost() > MAX_ARGON2_LANES
+    {
+        return Err(HashError::TooExpensive {
+            scheme,
+            max: MAX_ARGON2_MEMORY,
+        });
+    }
+    // `Argon2::default()`'s own parameters are ignored: algorithm, version and parameters all
+    // come from the PHC string.
+    match Argon2::default().verify_password(password, &parsed) {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
+        Err(_) => Err(malformed),
+    }
 }
 
 /// A fixed, valid yescrypt hash (Debian's default cost, `$y$j9T$`) that no password matches.
@@ -485,6 +562,7 @@ mod tests {
                 "$y$jbT$saltsaltsalt$jyf/lxrpdyAIshWRo1x5DRC6KIE7sNRRtjcomR3PgHA"
             ),
             Err(HashError::TooExpensive {
+                scheme: "yescrypt",
                 max: MAX_YESCRYPT_MEMORY
             })
         );
@@ -522,7 +600,111 @@ mod tests {
         // machines are shared and noisy).
     }
 
-    const SHADOW: &str = "\
+    /// A cheap Argon2 hash of `password` made in the test (m = 64 KiB, t = 2, p = 1).
+    fn argon2_hash(alg: argon2::Algorithm, password: &[u8]) -> String {
+        use argon2::PasswordHasher;
+        let params = argon2::Params::new(64, 2, 1, None).unwrap();
+        let hasher = argon2::Argon2::new(alg, argon2::Version::V0x13, params);
+        hasher
+            .hash_password_with_salt(password, b"saltsaltsaltsalt")
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn argon2_generated_hashes() {
+        for (alg, kind, prefix) in [
+            (
+                argon2::Algorithm::Argon2id,
+                HashKind::Argon2id,
+                "$argon2id$v=19$m=64,t=2,p=1$",
+            ),
+            (
+                argon2::Algorithm::Argon2i,
+                HashKind::Argon2i,
+                "$argon2i$v=19$m=64,t=2,p=1$",
+            ),
+            (
+                argon2::Algorithm::Argon2d,
+                HashKind::Argon2d,
+                "$argon2d$v=19$m=64,t=2,p=1$",
+            ),
+        ] {
+            let h = argon2_hash(alg, b"secret");
+            assert!(h.starts_with(prefix), "{h}");
+            assert_eq!(classify(&h), kind);
+            assert_eq!(kind.refusal(), None);
+            assert_eq!(verify(b"secret", &h), Ok(true), "{h}");
+            assert_eq!(verify(b"Secret", &h), Ok(false), "{h}");
+            assert_eq!(verify(b"", &h), Ok(false), "{h}");
+            assert!(verify_or_dummy(b"secret", Some(&h)));
+            assert!(!verify_or_dummy(b"secre", Some(&h)));
+            // Locked copy.
+            assert_eq!(verify(b"secret", &format!("!{h}")), Ok(false));
+        }
+        // The algorithm in the string is what counts: an argon2id digest relabelled argon2d
+        // does not verify.
+        let id = argon2_hash(argon2::Algorithm::Argon2id, b"secret");
+        let relabelled = id.replacen("$argon2id$", "$argon2d$", 1);
+        assert_eq!(verify(b"secret", &relabelled), Ok(false));
+    }
+
+    // A well-formed, cheap argon2id string (salt "somesalt", m = 64 KiB) whose digest is
+    // arbitrary bytes, so no password matches it.
+    const ARGON2ID_NOMATCH: &str =
+        "$argon2id$v=19$m=64,t=2,p=1$c29tZXNhbHQ$8KpA9zXjvfq7ejw0sR0TGWrKxYJvZZD8y7ZRWsPfC6Y";
+
+    #[test]
+    fn argon2_limits_and_malformed() {
+        let expensive = [
+            // m = 2 GiB
+            "$argon2id$v=19$m=2097152,t=1,p=1$c29tZXNhbHQ$8KpA9zXjvfq7ejw0sR0TGWrKxYJvZZD8y7ZRWsPfC6Y",
+            // m = u32::MAX KiB
+            "$argon2id$v=19$m=4294967295,t=1,p=1$c29tZXNhbHQ$8KpA9zXjvfq7ejw0sR0TGWrKxYJvZZD8y7ZRWsPfC6Y",
+            // t = u32::MAX
+            "$argon2i$v=19$m=64,t=4294967295,p=1$c29tZXNhbHQ$8KpA9zXjvfq7ejw0sR0TGWrKxYJvZZD8y7ZRWsPfC6Y",
+            // p = 1000
+            "$argon2d$v=19$m=65536,t=1,p=1000$c29tZXNhbHQ$8KpA9zXjvfq7ejw0sR0TGWrKxYJvZZD8y7ZRWsPfC6Y",
+        ];
+        for h in expensive {
+            let err = verify(b"secret", h).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    HashError::TooExpensive {
+                        max: MAX_ARGON2_MEMORY,
+                        ..
+                    }
+                ),
+                "{h}: {err:?}"
+            );
+            assert!(!verify_or_dummy(b"secret", Some(h)));
+        }
+        for h in [
+            "$argon2id$",
+            "$argon2id$v=19$m=64,t=2,p=1$c29tZXNhbHQ",
+            "$argon2id$v=19$m=64,t=2,p=1",
+            "$argon2id$v=19$m=abc,t=2,p=1$c29tZXNhbHQ$8KpA9zXjvfq7ejw0sR0TGWrKxYJvZZD8y7ZRWsPfC6Y",
+            "$argon2id$v=19$m=1,t=2,p=1$c29tZXNhbHQ$8KpA9zXjvfq7ejw0sR0TGWrKxYJvZZD8y7ZRWsPfC6Y",
+            "$argon2id$v=19$m=64,t=0,p=1$c29tZXNhbHQ$8KpA9zXjvfq7ejw0sR0TGWrKxYJvZZD8y7ZRWsPfC6Y",
+            "$argon2id$v=19$m=64,t=2,p=1$c29tZXNhbHQ$!!!",
+            "$argon2id$v=7$m=64,t=2,p=1$c29tZXNhbHQ$8KpA9zXjvfq7ejw0sR0TGWrKxYJvZZD8y7ZRWsPfC6Y",
+        ] {
+            assert!(
+                matches!(
+                    verify(b"secret", h),
+                    Err(HashError::Malformed { scheme: "argon2id" })
+                ),
+                "{h}: {:?}",
+                verify(b"secret", h)
+            );
+        }
+        // Well-formed and cheap: verifies to a plain yes/no.
+        assert_eq!(verify(b"password", ARGON2ID_NOMATCH), Ok(false));
+        assert_eq!(verify(b"", ARGON2ID_NOMATCH), Ok(false));
+    }
+
+    const SHADOW: &str = "\\
 root:*:19700:0:99999:7:::
 daemon:*:19700:0:99999:7:::
 # a comment line
@@ -648,6 +830,16 @@ short:*
         ) {
             // Parameters fixed at a cheap cost so arbitrary (possibly valid) strings stay fast.
             let _ = verify(b"secret", &format!("$y$j75${rest}"));
+        }
+
+        #[test]
+        fn argon2_shaped_strings_never_panic(
+            alg in prop_oneof![Just("argon2id"), Just("argon2i"), Just("argon2d")],
+            rest in "[A-Za-z0-9+/=,$]{0,80}",
+        ) {
+            // Cheap fixed parameters first so random tails stay fast.
+            let _ = verify(b"secret", &format!("${alg}$v=19$m=16,t=1,p=1${rest}"));
+            let _ = verify(b"secret", &format!("${alg}${rest}"));
         }
 
         #[test]

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod sftp;
+
 /// How long any client invocation may take before it is killed and the test fails.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a server may take to answer its first request.
@@ -371,11 +373,100 @@ pub fn atftp_get(addr: SocketAddr, remote: &str, local: &Path, options: &[&str])
 // ---------------------------------------------------------------------------------------------
 // The server under test
 
-/// The server's stderr lines, shared with the thread that reads them.
+/// A server's stderr lines, shared with the thread that reads them, and the one wait loop
+/// every `wait_for_*` helper uses.
 #[derive(Debug, Default)]
-struct LogSink {
+pub struct LogSink {
     lines: Mutex<Vec<String>>,
     grew: Condvar,
+}
+
+impl LogSink {
+    /// Starts a thread that appends each line of `stream` to a new sink.
+    pub fn follow(stream: impl Read + Send + 'static) -> (Arc<LogSink>, JoinHandle<()>) {
+        let log = Arc::new(LogSink::default());
+        let sink = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                sink.lines
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
+                sink.grew.notify_all();
+            }
+        });
+        (log, reader)
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits (up to `timeout`) until `check` finds what it wants in the lines so far; on
+    /// time-out fails the test with `failure(lines)` and the whole log.
+    pub fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&[String]) -> Option<T>,
+        failure: impl Fn(&[String]) -> String,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(found) = check(&lines) {
+                return found;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = failure(&lines);
+                let all = lines.join("\n");
+                drop(lines);
+                panic!("{why} within {timeout:?}; log:\n{all}");
+            }
+            lines = self
+                .grew
+                .wait_timeout(lines, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Waits (up to `timeout`) for a line matching `pred` and returns it.
+    pub fn wait_for_log(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_until(
+            timeout,
+            |lines| lines.iter().find(|l| pred(l)).cloned(),
+            |_| format!("no log line {what}"),
+        )
+    }
+
+    /// Waits (up to `timeout`) until at least `n` lines match `pred`; returns them.
+    pub fn wait_for_count(
+        &self,
+        what: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let hits = |lines: &[String]| -> Vec<String> {
+            lines.iter().filter(|l| pred(l)).cloned().collect()
+        };
+        self.wait_until(
+            timeout,
+            |lines| Some(hits(lines)).filter(|h| h.len() >= n),
+            |lines| format!("{} of {n} log lines {what}", hits(lines).len()),
+        )
+    }
 }
 
 /// A running server process on a loopback port, killed on drop. Its stderr (the log, in
@@ -451,18 +542,7 @@ impl TftpServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(LogSink::default());
-        let sink = Arc::clone(&log);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lines
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(line);
-                sink.grew.notify_all();
-            }
-        });
+        let (log, reader) = LogSink::follow(stderr);
         let mut server = TftpServer {
             child,
             addr,
@@ -545,11 +625,7 @@ impl TftpServer {
 
     /// Every log line so far.
     pub fn log_lines(&self) -> Vec<String> {
-        self.log
-            .lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.log.lines()
     }
 
     /// Log lines so far that do not name the readiness probe. (At `-vv` the probe's
@@ -561,41 +637,6 @@ impl TftpServer {
             .collect()
     }
 
-    /// Waits (up to `timeout`) until `check` finds what it wants in the log lines so far; on
-    /// time-out fails the test with `failure(lines)` and the whole log. The one wait loop the
-    /// `wait_for_*` helpers share.
-    fn wait_until<T>(
-        &self,
-        timeout: Duration,
-        mut check: impl FnMut(&[String]) -> Option<T>,
-        failure: impl Fn(&[String]) -> String,
-    ) -> T {
-        let deadline = Instant::now() + timeout;
-        let mut lines = self
-            .log
-            .lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(found) = check(&lines) {
-                return found;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let why = failure(&lines);
-                let all = lines.join("\n");
-                drop(lines);
-                panic!("{why} within {timeout:?}; log:\n{all}");
-            }
-            lines = self
-                .log
-                .grew
-                .wait_timeout(lines, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
     /// Waits (up to `timeout`) for a log line matching `pred` and returns it; fails the test
     /// with the whole log otherwise.
     pub fn wait_for_log(
@@ -604,11 +645,7 @@ impl TftpServer {
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> String {
-        self.wait_until(
-            timeout,
-            |lines| lines.iter().find(|l| pred(l)).cloned(),
-            |_| format!("no log line {what}"),
-        )
+        self.log.wait_for_log(what, timeout, pred)
     }
 
     /// Waits (up to `timeout`) until at least `n` log lines match `pred`; returns them.
@@ -619,20 +656,13 @@ impl TftpServer {
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Vec<String> {
-        let hits = |lines: &[String]| -> Vec<String> {
-            lines.iter().filter(|l| pred(l)).cloned().collect()
-        };
-        self.wait_until(
-            timeout,
-            |lines| Some(hits(lines)).filter(|h| h.len() >= n),
-            |lines| format!("{} of {n} log lines {what}", hits(lines).len()),
-        )
+        self.log.wait_for_count(what, n, timeout, pred)
     }
 
     /// Waits for a line exactly equal to `first` to be followed by another line that does
     /// not name the readiness probe, and returns that next line.
     pub fn wait_for_line_after(&self, first: &str, timeout: Duration) -> String {
-        self.wait_until(
+        self.log.wait_until(
             timeout,
             |lines| {
                 let at = lines.iter().position(|l| l == first)?;

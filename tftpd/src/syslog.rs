@@ -137,17 +137,19 @@ pub fn format_line(
     time: LocalTime,
     message: &str,
 ) -> Vec<u8> {
+    format_datagram(priority.pri(), ident, pid, time, message)
+}
+
+/// [`format_line`] with any `<PRI>` value (facility × 8 + severity), for daemons that log
+/// to other facilities (sftpd: AUTH by default).
+pub fn format_datagram(pri: u8, ident: &str, pid: u32, time: LocalTime, message: &str) -> Vec<u8> {
     let month = MONTHS
         .get(usize::from(time.month).wrapping_sub(1))
         .copied()
         .unwrap_or("???");
     format!(
-        "<{}>{month} {:>2} {:02}:{:02}:{:02} {ident}[{pid}]: {message}",
-        priority.pri(),
-        time.day,
-        time.hour,
-        time.minute,
-        time.second,
+        "<{pri}>{month} {:>2} {:02}:{:02}:{:02} {ident}[{pid}]: {message}",
+        time.day, time.hour, time.minute, time.second,
     )
     .into_bytes()
 }
@@ -158,7 +160,7 @@ unsafe extern "C" {
 }
 
 /// Loads the time zone now, so `localtime_r` keeps local time after `chroot`.
-fn load_time_zone() {
+pub fn load_time_zone() {
     // SAFETY: tzset only reads TZ and /etc/localtime into libc's own state; it is called
     // while the logger is being set up, before transfers run.
     unsafe { tzset() };
