@@ -575,10 +575,13 @@ impl Connection {
         else {
             return Ok(false);
         };
-        let sftp_log = self
-            .shared
-            .log
-            .with("internal-sftp", args.facility, args.level);
+        // The syslog ident OpenSSH would show: `internal-sftp`, or `sftp-server` for the binary.
+        let ident = if command.starts_with("internal-sftp") {
+            "internal-sftp"
+        } else {
+            "sftp-server"
+        };
+        let sftp_log = self.shared.log.with(ident, args.facility, args.level);
         let opts = Options {
             args,
             atomic_uploads: eff.atomic_uploads,
@@ -966,7 +969,7 @@ pub async fn run(shared: Arc<Shared>, socket: OwnedFd, keys: Vec<russh::keys::Pr
             ));
             report::AUTHENTICATED
         }
-        (None, Some(user)) if o.tried || o.invalid => {
+        (None, Some(user)) => {
             let who = if o.invalid {
                 "invalid"
             } else {

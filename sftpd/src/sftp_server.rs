@@ -682,6 +682,13 @@ impl<L: SftpLog, N: Names> SftpServer<L, N> {
         }
         let req = match Request::decode(packet) {
             Ok(r) => r,
+            // OpenSSH discards whatever follows the fields a request needs.
+            Err(sftp::Error::TrailingBytes { count }) if count < packet.len() => {
+                match Request::decode(&packet[..packet.len() - count]) {
+                    Ok(r) => r,
+                    Err(e) => return self.undecodable(packet, e, out),
+                }
+            }
             Err(e) => return self.undecodable(packet, e, out),
         };
         // Refusals come first: OpenSSH refuses before parsing the request body.
@@ -709,6 +716,13 @@ impl<L: SftpLog, N: Names> SftpServer<L, N> {
         out: &mut Vec<u8>,
     ) -> Result<(), SessionError> {
         let ty = packet.first().copied().unwrap_or(0);
+        if ty == packet_type::INIT
+            && let Some(v) = packet.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok())
+        {
+            // OpenSSH reads only the version of INIT and ignores the rest.
+            self.init(u32::from_be_bytes(v), out);
+            return Ok(());
+        }
         let Some(id) = peek_request_id(packet) else {
             return Err(e.into());
         };
@@ -939,7 +953,9 @@ impl<L: SftpLog, N: Names> SftpServer<L, N> {
                     libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW,
                     0,
                 )?);
-                mode = st.st_mode & 0o7777;
+                // Like a write into the truncated file (which makes the kernel drop them),
+                // never carry set-user/group-ID bits over to the new contents.
+                mode = st.st_mode & 0o1777;
                 owner = Some((st.st_uid, st.st_gid));
             }
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
@@ -3055,6 +3071,24 @@ mod tests {
             ["Unknown message 99", "sent status Operation unsupported"]
         );
         assert!(matches!(t.raw(&[]), Err(SessionError::Malformed(_))));
+        // Trailing bytes after a complete request are ignored, as OpenSSH does.
+        let r = t
+            .raw(&[packet_type::STAT, 0, 0, 0, 3, 0, 0, 0, 1, b'/', 0xde, 0xad])
+            .unwrap();
+        assert!(matches!(
+            Response::decode(&r).unwrap(),
+            Response::Attrs { id: 3, .. }
+        ));
+        // INIT: only the version is read.
+        let r = t.raw(&[packet_type::INIT, 0, 0, 0, 3, 0xff]).unwrap();
+        assert!(matches!(
+            Response::decode(&r).unwrap(),
+            Response::Version { version: 3, .. }
+        ));
+        assert!(matches!(
+            t.raw(&[packet_type::INIT, 0, 0]),
+            Err(SessionError::Malformed(_))
+        ));
         assert!(matches!(t.raw(&[99]), Err(SessionError::Malformed(_))));
         assert!(matches!(
             t.raw(&[packet_type::STAT, 0, 0, 0, 1, 0, 0, 0, 9, b'x']),

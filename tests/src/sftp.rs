@@ -208,7 +208,10 @@ pub fn sftp_batch(
                 .arg(k);
         }
         Login::Password(_) => {
+            // `sftp -b` turns BatchMode on, which disables passwords; the first value wins.
             cmd.args([
+                "-o",
+                "BatchMode=no",
                 "-o",
                 "PubkeyAuthentication=no",
                 "-o",
