@@ -45,11 +45,13 @@
 # AuthorizedKeysFile below a world-writable directory such as /tmp or /var/tmp.
 #
 # Knobs: REPS (3), LOGINS (20), CLIENT_TIMEOUT (300), SKIP_APT=1, SKIP_BUILD=1, KEEP=1 (keep
-# files and logs), CPU_MODE (auto|cgroup1|cgroup2|proc), PORT_SSHD / PORT_OURS (default: the
+# files and logs), LOG_LEVEL (INFO; LogLevel of both servers), CPU_MODE (auto|cgroup1|cgroup2|proc), PORT_SSHD / PORT_OURS (default: the
 # first free ports from 42222 up), RECORD=1 (append the report to bench/RESULTS.md).
 #
-# Exit status: 0 when every transfer of both servers succeeded and verified (whatever the
-# targets and the login rows say), 1 when a transfer failed, 2 on a setup error.
+# Exit status: 0 when every transfer and login of ours succeeded and every download that
+# completed (either server) verified, whatever the targets say; 1 otherwise; 2 on a setup error.
+# sshd's transfers dropped by its MaxStartups in the concurrent rows are counted in the table
+# (they are the expected behaviour of its defaults), not in the exit status.
 set -euo pipefail
 export LC_ALL=C # decimal points in $EPOCHREALTIME and awk
 
@@ -62,6 +64,7 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 CPU_MODE=${CPU_MODE:-auto}
 RECORD=${RECORD:-0}
+LOG_LEVEL=${LOG_LEVEL:-INFO} # LogLevel in the shared config (VERBOSE shows sftpd's penalty drops)
 SAMPLE_SECS=0.05
 
 BENCH_USER=airliftbench
@@ -236,7 +239,7 @@ PasswordAuthentication yes
 PubkeyAuthentication yes
 AuthorizedKeysFile $WORK/authkeys/%u
 UsePAM no
-LogLevel INFO
+LogLevel $LOG_LEVEL
 # MaxStartups deliberately left at its default (10:30:100) for both servers.
 Subsystem sftp internal-sftp
 
@@ -430,6 +433,7 @@ transfer_conc() {
         if [[ -n $bad ]]; then
             fails=$((fails + 1))
             echo "   $s concurrent download $i: $bad" >&2
+            echo "$s $i $bad" >>"$WORK/wrong-data"
         fi
         rm -f "$DL/c$i.$s"
     done
@@ -548,6 +552,7 @@ for row in "${ROWS[@]}"; do
                     else
                         nfail[$s]=$((nfail[$s] + 1))
                         failed[$s]="rep $rep login $i: $res"
+                        [[ $s != ours ]] || BROKEN=1
                     fi
                 done
             done
@@ -576,7 +581,7 @@ for row in "${ROWS[@]}"; do
                     else
                         failed[$s]="rep $rep: $res"
                         nfail[$s]=$((nfail[$s] + 1))
-                        BROKEN=1
+                        [[ $s != ours && $res != size* && $res != sha* ]] || BROKEN=1
                         echo "   rep $rep $s FAILED: $res" >&2
                     fi
                     ;;
@@ -588,7 +593,7 @@ for row in "${ROWS[@]}"; do
                     nfail[$s]=$((nfail[$s] + fl))
                     if ((fl > 0)); then
                         failed[$s]="rep $rep: $fl of $n failed"
-                        BROKEN=1
+                        [[ $s != ours ]] || BROKEN=1
                     fi
                     printf '   rep %d %-4s %8.3f s, %d of %d failed\n' "$rep" "$s" "$secs" "$fl" "$n" >&2
                     ;;
@@ -597,6 +602,7 @@ for row in "${ROWS[@]}"; do
                     echo "$secs" >>"$WORK/times.$s"
                     ok[$s]=$((ok[$s] + n - fl))
                     nfail[$s]=$((nfail[$s] + fl))
+                    ((fl == 0)) || [[ $s != ours ]] || BROKEN=1
                     printf '   rep %d %-4s %8.3f s, %d of %d logins failed\n' "$rep" "$s" "$secs" "$fl" "$n" >&2
                     ;;
             esac
@@ -630,11 +636,19 @@ for row in "${ROWS[@]}"; do
         [[ -z ${failed[ours]} ]] || mo=FAIL
     fi
     r=$(ratio "$ms" "$mo")
-    [[ $ms == FAIL || $mo == FAIL ]] && r="-"
+    # No ratio when ours failed anything in the row (its times would not be comparable).
+    if [[ $ms == FAIL || $mo == FAIL ]] || ((nfail[ours] > 0)); then r="-"; fi
+    if ((nfail[sshd] > 0)) && [[ $kind == conc || $kind == burst ]]; then
+        notes+=("sshd's wall covers only its clients that got through")
+    fi
     MED[$k,ratio]=$r
     if [[ $kind == get || $kind == put || $kind == conc ]]; then
-        total=$((n * SIZE[$f]))
-        notes=("MB/s $(awk -v m="${MED[$k,sshd]}" -v b="$total" 'BEGIN { if (m == "-") print "-"; else printf "%.0f", b / m / 1e6 }') vs $(awk -v m="${MED[$k,ours]}" -v b="$total" 'BEGIN { if (m == "-") print "-"; else printf "%.0f", b / m / 1e6 }')" "${notes[@]}")
+        # bytes actually delivered / total time of the runs (failed clients deliver nothing)
+        mbs=()
+        for s in sshd ours; do
+            mbs+=("$(awk -v b="${bytes[$s]}" '{ t += $1 } END { if (t == 0 || b == 0) print "-"; else printf "%.0f", b / t / 1e6 }' "$WORK/times.$s")")
+        done
+        notes=("MB/s delivered ${mbs[0]} vs ${mbs[1]}" "${notes[@]}")
     fi
     if [[ $kind == login ]]; then notes=("median of $((LOGINS * REPS)) logins per server" "${notes[@]}"); fi
     if [[ $kind == burst ]]; then notes=("wall until the last of the $n ended; failures summed over $REPS reps" "${notes[@]}"); fi
@@ -653,6 +667,11 @@ ELAPSED=$(awk -v a="$START_ALL" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b 
 DROPS_SSHD=$(grep -c -i 'drop connection\|MaxStartups' "$WORK/sshd.log" || true)
 DROPS_OURS=$(grep -c -i 'drop connection\|MaxStartups' "$WORK/ours.log" || true)
 ERR_OURS=$(grep -i -E 'error|fatal|panic' "$WORK/ours.log" | sort | uniq -c | sort -rn | head -5 || true)
+# Ours' log without the routine per-connection lines (ports and ids stripped, counted).
+ODD_OURS=$(grep -v -E '^(Accepted publickey|Accepted password|Starting session|session opened|session closed|Received disconnect|Disconnected from|Connection closed by|Close session|Server listening|Connection from)' "$WORK/ours.log" |
+    sed -E 's/port [0-9]+/port N/g; s/#[0-9]+/#N/g; s/\]:[0-9]+/]:N/g' | sort | uniq -c | sort -rn | head -12 || true)
+WRONG=$(cat "$WORK/wrong-data" 2>/dev/null || true)
+[[ -z $WRONG ]] || BROKEN=1
 
 # ----------------------------------------------------------------------------- report
 REPORT=$WORK/report.md
@@ -678,6 +697,18 @@ REPORT=$WORK/report.md
     bo=${FAILS[$BURST_ROW,ours]} bs=${FAILS[$BURST_ROW,sshd]}
     if ((bo == 0)); then v=PASS; else v=FAIL; fi
     echo "- $v: 50 simultaneous logins, zero failures (ours $bo failed, sshd $bs failed, over $REPS reps of 50; log lines mentioning drop/MaxStartups: sshd $DROPS_SSHD, ours $DROPS_OURS)"
+    if [[ -n $WRONG ]]; then
+        echo
+        echo "WRONG DATA (server, client #, what): $WRONG"
+    fi
+    if [[ -n $ODD_OURS ]]; then
+        echo
+        echo "Ours' log ($WORK/ours.log, LogLevel $LOG_LEVEL) without the routine per-connection lines, counted:"
+        echo
+        echo '```'
+        echo "$ODD_OURS"
+        echo '```'
+    fi
     if [[ -n $ERR_OURS ]]; then
         echo
         echo "Most frequent error lines in ours' log:"

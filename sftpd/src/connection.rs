@@ -319,6 +319,22 @@ impl Connection {
         }
     }
 
+    /// The methods the client may still try.
+    fn methods(&self) -> russh::MethodSet {
+        let eff = match &self.candidate {
+            Some(c) => &c.eff,
+            None => return russh::MethodSet::empty(),
+        };
+        let mut m = Vec::new();
+        if eff.password_authentication {
+            m.push(russh::MethodKind::Password);
+        }
+        if eff.pubkey_authentication {
+            m.push(russh::MethodKind::PublicKey);
+        }
+        russh::MethodSet::from(m.as_slice())
+    }
+
     fn accepted(&mut self, method: &str, user: &str, extra: &str) {
         let (addr, port) = (self.shared.addr(), self.port());
         self.log().info(format_args!(
@@ -668,7 +684,12 @@ impl russh::server::Handler for Connection {
             return Ok(Auth::Accept);
         }
         self.failed("password", user, "").await;
-        Ok(Auth::reject())
+        // Keep offering passwords, as sshd does until MaxAuthTries (russh would drop the
+        // method after one failure).
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(self.methods()),
+            partial_success: false,
+        })
     }
 
     async fn auth_publickey_offered(
@@ -916,7 +937,26 @@ pub async fn run(shared: Arc<Shared>, socket: OwnedFd, keys: Vec<russh::keys::Pr
         auth_done,
         outcome,
     } = watch;
-    let running = match russh::server::run_stream(config, stream, handler).await {
+    // LoginGraceTime counts from the accept: russh reads the client's version line before
+    // `run_stream` returns, so a silent client is timed out here too.
+    let deadline = tokio::time::Instant::now() + grace;
+    let grace_sleep = async {
+        if grace.is_zero() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(deadline).await;
+    };
+    let timed_out = |s: &Shared| {
+        s.log.info(format_args!(
+            "Timeout before authentication for {addr} port {port}"
+        ));
+        report::GRACE
+    };
+    let started = tokio::select! {
+        r = russh::server::run_stream(config, stream, handler) => r,
+        () = grace_sleep => return timed_out(&s),
+    };
+    let running = match started {
         Ok(r) => r,
         Err(e) => {
             s.log.info(format_args!(
@@ -934,7 +974,7 @@ pub async fn run(shared: Arc<Shared>, socket: OwnedFd, keys: Vec<russh::keys::Pr
             std::future::pending::<()>().await;
         }
         tokio::select! {
-            () = tokio::time::sleep(grace) => {}
+            () = tokio::time::sleep_until(deadline) => {}
             () = auth_done.notified() => std::future::pending::<()>().await,
         }
     };
@@ -947,9 +987,7 @@ pub async fn run(shared: Arc<Shared>, socket: OwnedFd, keys: Vec<russh::keys::Pr
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     if result.is_none() {
-        s.log.info(format_args!(
-            "Timeout before authentication for {addr} port {port}"
-        ));
+        let code = timed_out(&s);
         let _ = handle
             .disconnect(
                 Disconnect::ByApplication,
@@ -957,7 +995,7 @@ pub async fn run(shared: Arc<Shared>, socket: OwnedFd, keys: Vec<russh::keys::Pr
                 String::new(),
             )
             .await;
-        return report::GRACE;
+        return code;
     }
     if let Some(Err(ConnError::Ssh(e))) = &result {
         s.log.debug(format_args!("connection ended: {e}"));

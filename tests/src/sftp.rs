@@ -56,9 +56,29 @@ impl Sftpd {
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let stderr = child.stderr.take().expect("stderr");
         let (log, reader) = LogSink::follow(stderr);
-        let line = log.wait_for_log("Server listening", START_TIMEOUT, |l| {
-            l.starts_with("Server listening on 127.0.0.1 port ")
-        });
+        let is_ready = |l: &str| l.starts_with("Server listening on 127.0.0.1 port ");
+        // With `-E FILE` the log goes to the file: poll it for the listening line.
+        let log_file = args
+            .iter()
+            .position(|a| *a == "-E")
+            .and_then(|i| args.get(i + 1));
+        let line = match log_file {
+            Some(path) => {
+                let deadline = std::time::Instant::now() + START_TIMEOUT;
+                loop {
+                    let text = fs::read_to_string(path).unwrap_or_default();
+                    if let Some(l) = text.lines().find(|l| is_ready(l)) {
+                        break l.to_owned();
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no listening line in {path} within {START_TIMEOUT:?}:\n{text}"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            None => log.wait_for_log("Server listening", START_TIMEOUT, is_ready),
+        };
         let port: u16 = line
             .trim_start_matches("Server listening on 127.0.0.1 port ")
             .trim_end_matches('.')

@@ -1,0 +1,271 @@
+//! sftpd's defences and its own keywords, with real clients on loopback: a burst of 50
+//! logins under the default MaxStartups, per-source penalties, MaxAuthTries,
+//! LoginGraceTime, UsersFile virtual users, AtomicUploads, and `-E` logs from a chroot.
+//! Runs as root (CI does): it creates root-owned chroots under `/srv`.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use airlift_tests::sftp::{ClientKey, Jail, Login, Sftpd, sftp_batch};
+use airlift_tests::{CLIENT_TIMEOUT, describe, pseudo_random, sha256_file};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sftpd");
+const PASSWORD: &str = "virtual-pw";
+
+/// A virtual user (UsersFile) acting as `nobody`, jailed with `images/` and `upload/`.
+struct Virtual {
+    jail: Jail,
+    key: ClientKey,
+    users: Jail,
+    config: String,
+}
+
+fn nobody() -> (u32, u32) {
+    let uid = airlift_tests::uid_of("nobody").expect("nobody exists");
+    (uid, 65534)
+}
+
+impl Virtual {
+    fn new(name: &str, extra: &str) -> Virtual {
+        let (uid, gid) = nobody();
+        let jail = Jail::new(name);
+        jail.dir("images", 0o755, 0, 0);
+        jail.dir("upload", 0o755, uid, gid);
+        let key = ClientKey::new();
+        let users = Jail::new(&format!("{name}-users"));
+        let hash = sha512_crypt(PASSWORD);
+        let file = users.path().join("users");
+        fs::write(
+            &file,
+            format!(
+                "# name:hash:uid:gid:home:chroot:keys\nap-fetch:{hash}:{uid}:{gid}:/upload:{}:{}\n",
+                jail.path().display(),
+                key.public
+            ),
+        )
+        .expect("write users");
+        airlift_tests::chmod(&file, 0o600);
+        let config = format!(
+            "UsersFile {}\nForceCommand internal-sftp -l VERBOSE\nLogLevel VERBOSE\n{extra}",
+            file.display()
+        );
+        Virtual {
+            jail,
+            key,
+            users,
+            config,
+        }
+    }
+}
+
+fn sha512_crypt(password: &str) -> String {
+    let out = airlift_tests::run_with_timeout(
+        std::process::Command::new("openssl").args(["passwd", "-6", password]),
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.status.success(), "openssl passwd: {}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn fifty_simultaneous_logins_all_succeed_under_default_maxstartups() {
+    let v = Virtual::new("burst", "");
+    fs::write(v.jail.path().join("images/version.info"), b"17.9.4.27\n").expect("write");
+    let server = Sftpd::start(BIN, &v.config, &[]);
+    let addr = server.addr();
+    let key = v.key.private.clone();
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let key = key.clone();
+            std::thread::spawn(move || {
+                sftp_batch(addr, "ap-fetch", Login::Key(&key), "ls /images\n", &[])
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for h in handles {
+        let out = h.join().expect("client thread");
+        if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("version.info") {
+            failures.push(describe(&out));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 50 logins failed (default MaxStartups 10:30:100): {:#?}\nserver log:\n{}",
+        failures.len(),
+        failures,
+        server.log().lines().join("\n")
+    );
+    assert!(
+        !server
+            .log()
+            .lines()
+            .iter()
+            .any(|l| l.contains("past MaxStartups")),
+        "a connection was dropped"
+    );
+}
+
+#[test]
+fn repeated_failures_from_one_source_are_penalised() {
+    let v = Virtual::new("penalty", "");
+    let server = Sftpd::start(BIN, &v.config, &[]);
+    for _ in 0..4 {
+        let out = sftp_batch(
+            server.addr(),
+            "ap-fetch",
+            Login::Password("wrong"),
+            "pwd\n",
+            &["-o", "NumberOfPasswordPrompts=1"],
+        );
+        assert!(!out.status.success());
+    }
+    server
+        .log()
+        .wait_for_log("new penalty", CLIENT_TIMEOUT, |l| {
+            l.starts_with("127.0.0.1: new source penalty of ")
+                && l.ends_with(" seconds for failed authentication")
+        });
+    // Now even the right password is refused at the door.
+    let out = sftp_batch(
+        server.addr(),
+        "ap-fetch",
+        Login::Password(PASSWORD),
+        "pwd\n",
+        &[],
+    );
+    assert!(!out.status.success(), "penalised source was served");
+    server
+        .log()
+        .wait_for_log("drop connection", CLIENT_TIMEOUT, |l| {
+            l.starts_with("drop connection #") && l.contains(" penalty: ")
+        });
+}
+
+#[test]
+fn max_auth_tries_and_login_grace_time() {
+    let v = Virtual::new("limits", "MaxAuthTries 2\nLoginGraceTime 2\n");
+    let server = Sftpd::start(BIN, &v.config, &[]);
+    // Three unknown keys offered on one connection: each refusal counts, as in sshd.
+    let keys = [ClientKey::new(), ClientKey::new(), ClientKey::new()];
+    let mut cmd = std::process::Command::new("sftp");
+    cmd.args([
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-P",
+        &server.addr().port().to_string(),
+    ]);
+    for k in &keys {
+        cmd.arg("-i").arg(&k.private);
+    }
+    cmd.args(["-b", "-", "ap-fetch@127.0.0.1"]);
+    let out = airlift_tests::sftp::run_with_stdin(cmd, b"pwd\n");
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Too many authentication failures"),
+        "{}",
+        describe(&out)
+    );
+    server
+        .log()
+        .wait_for_log("maximum authentication attempts", CLIENT_TIMEOUT, |l| {
+            l.starts_with(
+                "maximum authentication attempts exceeded for ap-fetch from 127.0.0.1 port ",
+            ) && l.ends_with(" ssh2")
+        });
+    // A client that connects and says nothing is cut off after LoginGraceTime.
+    let mut s = TcpStream::connect(server.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut banner = [0u8; 64];
+    let n = s.read(&mut banner).expect("banner");
+    assert!(banner[..n].starts_with(b"SSH-2.0-"), "{:?}", &banner[..n]);
+    server
+        .log()
+        .wait_for_log("Timeout before authentication", CLIENT_TIMEOUT, |l| {
+            l.starts_with("Timeout before authentication for 127.0.0.1 port ")
+        });
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let _ = s.write_all(b"late");
+}
+
+#[test]
+fn virtual_user_atomic_uploads_and_logs_to_file_from_the_jail() {
+    let v = Virtual::new("atomic", "AtomicUploads yes\n");
+    let image = v.jail.path().join("images/apig7");
+    fs::write(&image, pseudo_random(3_000_000, 7)).expect("write");
+    let logdir = tempfile::tempdir().expect("tempdir");
+    let logfile = logdir.path().join("sftpd.log");
+    let logarg = logfile.to_string_lossy().into_owned();
+    let server = Sftpd::start(BIN, &v.config, &["-E", &logarg]);
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let src = out_dir.path().join("up.bin");
+    fs::write(&src, pseudo_random(2_000_000, 9)).expect("write");
+    let out = sftp_batch(
+        server.addr(),
+        "ap-fetch",
+        Login::Password(PASSWORD),
+        &format!(
+            "pwd\nput {} new.bin\nget /images/apig7 {}/apig7\n",
+            src.display(),
+            out_dir.path().display()
+        ),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Remote working directory: /upload"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        sha256_file(&v.jail.path().join("upload/new.bin")),
+        sha256_file(&src)
+    );
+    assert_eq!(
+        sha256_file(&out_dir.path().join("apig7")),
+        sha256_file(&image)
+    );
+    // No temporary left behind, and the file belongs to the user the virtual account acts as.
+    let names: Vec<String> = fs::read_dir(v.jail.path().join("upload"))
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["new.bin"]);
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(v.jail.path().join("upload/new.bin")).expect("stat");
+    assert_eq!(meta.uid(), nobody().0);
+    // The chrooted session's internal-sftp lines reached the -E file (no /dev/log in the jail).
+    let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+    loop {
+        let text = fs::read_to_string(&logfile).unwrap_or_default();
+        if text.contains("session closed for local user ap-fetch from [127.0.0.1]") {
+            assert!(
+                text.contains("open \"/upload/new.bin\" flags WRITE,CREATE,TRUNCATE mode 0644"),
+                "{text}"
+            );
+            assert!(
+                text.contains("close \"/upload/new.bin\" bytes read 0 written 2000000"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "Changed root directory to \"{}\"",
+                    v.jail.path().display()
+                )),
+                "{text}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "log file:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(v.users);
+}
