@@ -62,6 +62,8 @@ pub struct Shared {
     pub local: SocketAddr,
     /// Running as root: chroot and switch uid/gid after authentication.
     pub privileged: bool,
+    /// `PermitRootLogin`.
+    pub root_login: crate::setup::RootLogin,
     /// The listener's pipe.
     pub status: Mutex<Option<File>>,
     /// Executor threads of SFTP sessions, joined before the process exits.
@@ -671,9 +673,12 @@ impl russh::server::Handler for Connection {
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         self.tried_method = true;
         self.set_outcome(|o| o.tried = true);
+        let root_login = self.shared.root_login;
         let c = self.candidate(user);
+        let root_ok = root_login == crate::setup::RootLogin::Yes;
         let hash = match (&c.account, c.valid && c.eff.password_authentication) {
-            (Some(a), true) => a.password_hash.clone(),
+            // PermitRootLogin prohibit-password (sshd's default) or no: never a root password.
+            (Some(a), true) if a.uid != 0 || root_ok => a.password_hash.clone(),
             _ => None,
         };
         // Same work for unknown users, locked accounts and wrong passwords.
@@ -699,8 +704,11 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         self.tried_method = true;
         self.set_outcome(|o| o.tried = true);
+        let root_login = self.shared.root_login;
         let c = self.candidate(user);
-        let usable = c.valid && c.eff.pubkey_authentication;
+        let root_refused = root_login == crate::setup::RootLogin::No
+            && c.account.as_ref().is_some_and(|a| a.uid == 0);
+        let usable = c.valid && c.eff.pubkey_authentication && !root_refused;
         let key = offer.public_key.clone();
         let found = if usable { self.find_key(&key) } else { None };
         let text = users::key_log_text(&key);
@@ -998,7 +1006,16 @@ pub async fn run(shared: Arc<Shared>, socket: OwnedFd, keys: Vec<russh::keys::Pr
         return code;
     }
     if let Some(Err(ConnError::Ssh(e))) = &result {
-        s.log.debug(format_args!("connection ended: {e}"));
+        // A peer that hangs up mid-packet is ordinary; anything else (bad MAC, bad packet
+        // length, protocol violations) is what sshd reports at ERROR.
+        let text = e.to_string();
+        if text.contains("early eof") || text.contains("Disconnect") {
+            s.log.debug(format_args!("connection ended: {text}"));
+        } else {
+            s.log.error(format_args!(
+                "ssh_dispatch_run_fatal: Connection from {addr} port {port}: {text}"
+            ));
+        }
     }
     match (&o.authenticated, &o.user) {
         (Some(user), _) => {

@@ -112,9 +112,8 @@ pub fn generate(path: &Path) -> Result<PrivateKey, HostKeyError> {
     Ok(key)
 }
 
-/// Loads every configured key that exists; if none does, generates an ed25519 key at the
-/// configured path that names ed25519 (or the last one), as a packaged sshd's first start does.
-pub fn load_or_generate(paths: &[String]) -> Result<HostKeys, HostKeyError> {
+/// The configured keys that exist (sshd's default list when none is configured).
+pub fn load_existing(paths: &[String]) -> Result<Vec<PrivateKey>, HostKeyError> {
     let paths: Vec<&str> = if paths.is_empty() {
         DEFAULT_HOST_KEYS.to_vec()
     } else {
@@ -126,6 +125,24 @@ pub fn load_or_generate(paths: &[String]) -> Result<HostKeys, HostKeyError> {
             keys.push(k);
         }
     }
+    Ok(keys)
+}
+
+/// Loads every configured key that exists; if none does, generates an ed25519 key at the
+/// configured path that names ed25519 (or the last one), as a packaged sshd's first start does.
+pub fn load_or_generate(paths: &[String]) -> Result<HostKeys, HostKeyError> {
+    let paths: Vec<&str> = if paths.is_empty() {
+        DEFAULT_HOST_KEYS.to_vec()
+    } else {
+        paths.iter().map(String::as_str).collect()
+    };
+    let keys = load_existing(
+        paths
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect::<Vec<_>>()
+            .as_slice(),
+    )?;
     if !keys.is_empty() {
         return Ok(HostKeys {
             keys,

@@ -133,13 +133,19 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
         std::io::stdout().write_all(text.as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
+    setup::access_policy(&config).map_err(anyhow::Error::msg)?;
     if let Some(path) = &global.users_file {
         UsersFile::load(std::path::Path::new(path))?;
     }
-    let keys = hostkey::load_or_generate(&global.host_keys)?;
     if cli.test {
+        // Like `sshd -t`: check, change nothing (a missing key is generated on start).
+        let keys = hostkey::load_existing(&global.host_keys)?;
+        if keys.is_empty() {
+            eprintln!("sftpd: no host key yet; an ed25519 key will be generated on start");
+        }
         return Ok(ExitCode::SUCCESS);
     }
+    let keys = hostkey::load_or_generate(&global.host_keys)?;
     let log = setup::open_log(&flags, &global)?;
     if let Some(path) = &keys.generated {
         log.info(format_args!(
@@ -159,7 +165,9 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
         std_listeners.push(l);
     }
     if !cli.foreground {
-        nix::unistd::daemon(false, flags.log_stderr).context("daemon")?;
+        // Keep the working directory: connections re-execute sftpd with these same
+        // arguments, so relative -f/-h/-E paths must keep meaning the same files.
+        nix::unistd::daemon(true, flags.log_stderr).context("daemon")?;
     }
     let mut session_command: Vec<OsString> = vec!["/proc/self/exe".into()];
     session_command.extend(std::env::args_os().skip(1));
@@ -206,6 +214,7 @@ fn session(cli: &Cli) -> Result<ExitCode> {
         Some(p) => Some(UsersFile::load(std::path::Path::new(p))?),
         None => None,
     };
+    let root_login = setup::access_policy(&config).map_err(anyhow::Error::msg)?;
     let tcp = std::net::TcpStream::from(socket);
     let peer = tcp.peer_addr()?;
     let local = tcp.local_addr()?;
@@ -217,6 +226,7 @@ fn session(cli: &Cli) -> Result<ExitCode> {
         peer,
         local,
         privileged: nix::unistd::geteuid().is_root(),
+        root_login,
         status: Mutex::new(Some(std::fs::File::from(status))),
         sessions: Mutex::new(Vec::new()),
     });

@@ -107,6 +107,53 @@ fn open_log_with(
         .or_else(|_| Ok(Log::stderr(ident, facility, level)))
 }
 
+/// `PermitRootLogin`, read from the accepted-but-ignored directives: the strictest value
+/// anywhere in the file applies (Match conditions are not evaluated for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootLogin {
+    /// `yes`.
+    Yes,
+    /// `prohibit-password` (sshd's default), `without-password`, `forced-commands-only`.
+    NoPassword,
+    /// `no`.
+    No,
+}
+
+/// Directives that are accepted for compatibility but would make access looser if ignored.
+/// `AuthenticationMethods` (other than `any`) is refused: it would let in methods the
+/// administrator meant to forbid. Returns the `PermitRootLogin` policy.
+pub fn access_policy(config: &Config) -> Result<RootLogin, String> {
+    let mut root = None;
+    for d in config.ignored() {
+        let first = d.args.first().map(|a| a.to_ascii_lowercase());
+        match d.keyword.to_ascii_lowercase().as_str() {
+            "authenticationmethods" if first.as_deref() != Some("any") => {
+                return Err(format!(
+                    "{}: line {}: AuthenticationMethods is not supported by sftpd; use \
+                     PasswordAuthentication and PubkeyAuthentication (in Match blocks) instead",
+                    d.file, d.line
+                ));
+            }
+            "permitrootlogin" => {
+                let v = match first.as_deref() {
+                    Some("yes") => RootLogin::Yes,
+                    Some("no") => RootLogin::No,
+                    _ => RootLogin::NoPassword,
+                };
+                root = Some(match (root, v) {
+                    (Some(RootLogin::No), _) | (_, RootLogin::No) => RootLogin::No,
+                    (Some(RootLogin::NoPassword), _) | (_, RootLogin::NoPassword) => {
+                        RootLogin::NoPassword
+                    }
+                    _ => RootLogin::Yes,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(root.unwrap_or(RootLogin::NoPassword))
+}
+
 /// Largest SSH packet we accept (RFC 4253 requires at least 32768 of payload).
 pub const MAX_PACKET: u32 = 32_768;
 /// The receive window we give each channel: 64 packets, as OpenSSH's 2 MiB, doubled so an
@@ -152,4 +199,41 @@ pub fn russh_config(eff: &Effective, keys: Vec<PrivateKey>) -> Arc<russh::server
         nodelay: true,
         ..russh::server::Config::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NoIncludes;
+
+    fn policy(text: &str) -> Result<RootLogin, String> {
+        let cfg = config::parse("sshd_config", text, &[], &mut NoIncludes).expect("parse");
+        access_policy(&cfg)
+    }
+
+    #[test]
+    fn root_login_defaults_to_no_password_and_takes_the_strictest() {
+        assert_eq!(policy(""), Ok(RootLogin::NoPassword));
+        assert_eq!(policy("PermitRootLogin yes\n"), Ok(RootLogin::Yes));
+        assert_eq!(
+            policy("PermitRootLogin without-password\n"),
+            Ok(RootLogin::NoPassword)
+        );
+        assert_eq!(
+            policy("PermitRootLogin yes\nMatch User x\nPermitRootLogin no\n"),
+            Ok(RootLogin::No)
+        );
+    }
+
+    #[test]
+    fn authentication_methods_other_than_any_is_refused_with_its_line() {
+        assert_eq!(
+            policy("AuthenticationMethods any\n"),
+            Ok(RootLogin::NoPassword)
+        );
+        let Err(err) = policy("Port 22\nAuthenticationMethods publickey,password\n") else {
+            panic!("AuthenticationMethods publickey must be refused");
+        };
+        assert!(err.contains("line 2"), "{err}");
+    }
 }
