@@ -6,7 +6,9 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use airlift_tests::sftp::{ClientKey, Jail, Login, Sftpd, SystemUser, run_with_stdin, sftp_batch};
+use airlift_tests::sftp::{
+    ClientKey, Jail, Login, Sftpd, SystemUser, key_command, run_with_stdin, sftp_batch,
+};
 use airlift_tests::{CLIENT_TIMEOUT, describe, pseudo_random, run_with_timeout, sha256_file};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sftpd");
@@ -294,19 +296,7 @@ fn failures_are_logged_as_sshd_logs_them() {
         });
     // A shell is refused with sshd's words.
     let out = run_with_timeout(
-        Command::new("ssh")
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-i",
-            ])
-            .arg(&scene.key.private)
+        key_command("ssh", &scene.key.private)
             .args(["-p", &server.addr().port().to_string()])
             .arg(format!("{u}@127.0.0.1"))
             .arg("cat /etc/shadow"),
@@ -413,20 +403,8 @@ fn read_only_refuses_writes_and_scp_curl_paramiko_download() {
     // scp (SFTP mode, OpenSSH 9's default).
     let scp_dst = out_dir.path().join("scp.bin");
     let out = run_with_timeout(
-        Command::new("scp")
-            .args([
-                "-q",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-i",
-            ])
-            .arg(&scene.key.private)
+        key_command("scp", &scene.key.private)
+            .arg("-q")
             .args(["-P", &port])
             .arg(format!("{u}@127.0.0.1:/images/ap3g3"))
             .arg(&scp_dst),

@@ -196,6 +196,25 @@ fn ssh_options(addr: SocketAddr) -> Vec<String> {
     .collect()
 }
 
+/// `program` (`ssh`, `scp`, `sftp`) with non-interactive key login options: no host key
+/// checks or records, batch mode, only `key`.
+pub fn key_command(program: &str, key: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args([
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-i",
+    ])
+    .arg(key);
+    cmd
+}
+
 /// How a client authenticates.
 #[derive(Debug, Clone, Copy)]
 pub enum Login<'a> {
