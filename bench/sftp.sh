@@ -123,6 +123,8 @@ MADE_CHROOT=0
 SAMPLER=""
 declare -A PID=() PORT=() CG=()
 BROKEN=0
+declare -A GONE=() # server -> set once its listener is found dead (nothing here restarts it)
+ALERTS=()
 
 server_procs() { # server -> its PIDs, one per line
     local s=$1
@@ -629,6 +631,17 @@ for row in "${ROWS[@]}"; do
         esac
         [[ -z ${failed[$s]} ]] || notes+=("$s: ${failed[$s]}")
     done
+    # A listener that died is reported, not restarted (this script signals servers only at exit).
+    for s in sshd ours; do
+        if [[ -z ${GONE[$s]:-} ]] && ! kill -0 "${PID[$s]}" 2>/dev/null; then
+            GONE[$s]=$k
+            a="$s listener (pid ${PID[$s]}) EXITED during row $k; last line of its log: '$(tail -1 "$WORK/$s.log")'; stderr: '$(tail -3 "$WORK/$s.stderr" | tr '\n' ' ')'"
+            ALERTS+=("$a")
+            notes+=("$a")
+            [[ $s != ours ]] || BROKEN=1
+            log "$a"
+        fi
+    done
     # A row whose every run failed has no median: FAIL in the table.
     ms=${MED[$k,sshd]} mo=${MED[$k,ours]}
     if [[ $kind == get || $kind == put ]]; then
@@ -697,6 +710,10 @@ REPORT=$WORK/report.md
     bo=${FAILS[$BURST_ROW,ours]} bs=${FAILS[$BURST_ROW,sshd]}
     if ((bo == 0)); then v=PASS; else v=FAIL; fi
     echo "- $v: 50 simultaneous logins, zero failures (ours $bo failed, sshd $bs failed, over $REPS reps of 50; log lines mentioning drop/MaxStartups: sshd $DROPS_SSHD, ours $DROPS_OURS)"
+    for a in "${ALERTS[@]}"; do
+        echo
+        echo "ALERT: $a. The rows after it measure a dead server."
+    done
     if [[ -n $WRONG ]]; then
         echo
         echo "WRONG DATA (server, client #, what): $WRONG"
