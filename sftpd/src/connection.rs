@@ -619,13 +619,20 @@ impl Connection {
             return Ok(false);
         };
         session.channel_success(channel)?;
-        let (input, thread) = pump::start(server, channel, handle, write, sftp_log, |h, ch, _w| {
-            Box::pin(async move {
-                let _ = h.exit_status_request(ch, 0).await;
-                let _ = h.eof(ch).await;
-                let _ = h.close(ch).await;
-            })
-        })
+        let (input, thread) = pump::start(
+            server,
+            channel,
+            handle,
+            write,
+            sftp_log,
+            |h, ch, _w, status| {
+                Box::pin(async move {
+                    let _ = h.exit_status_request(ch, status).await;
+                    let _ = h.eof(ch).await;
+                    let _ = h.close(ch).await;
+                })
+            },
+        )
         .map_err(|e| ConnError::Fatal(format!("cannot start sftp: {e}")))?;
         self.shared
             .sessions
@@ -854,6 +861,37 @@ impl russh::server::Handler for Connection {
         // Granted and ignored, as sshd grants it before refusing the shell.
         session.channel_success(channel)?;
         Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        _reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // An SFTP-only server forwards nothing, whatever AllowTcpForwarding says; sshd's line
+        // for a refused forward. Dropping `_reply` refuses the channel.
+        self.log().info(format_args!(
+            "refused local port forward: originator {originator_address} port {originator_port}, target {host_to_connect} port {port_to_connect}"
+        ));
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.log().info(format_args!(
+            "refused remote port forward: listen {address} port {port}"
+        ));
+        Ok(false)
     }
 
     async fn data(

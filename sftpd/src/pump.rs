@@ -79,8 +79,9 @@ impl Input {
 
 /// Starts the executor thread and the writer task for one SFTP channel.
 ///
-/// `on_end` runs on the runtime after the last reply is sent (it sends exit-status, EOF and
-/// CLOSE). Must be called inside a tokio runtime.
+/// `on_end` runs on the runtime after the last reply is sent, with the exit status (0, or 255
+/// after a malformed packet, as OpenSSH's sftp-server exits); it sends exit-status, EOF and
+/// CLOSE. Must be called inside a tokio runtime.
 pub fn start<L, N, F>(
     mut server: SftpServer<L, N>,
     channel: ChannelId,
@@ -92,7 +93,7 @@ pub fn start<L, N, F>(
 where
     L: SftpLog + Send + 'static,
     N: Names + Send + 'static,
-    F: FnOnce(Handle, ChannelId, russh::ChannelWriteHalf<Msg>) -> futures_end::BoxFuture
+    F: FnOnce(Handle, ChannelId, russh::ChannelWriteHalf<Msg>, u32) -> futures_end::BoxFuture
         + Send
         + 'static,
 {
@@ -100,6 +101,8 @@ where
     let queued = Arc::new(AtomicUsize::new(0));
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(REPLY_QUEUE);
     let counter = Arc::clone(&queued);
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed_in_thread = Arc::clone(&failed);
     let thread = std::thread::Builder::new()
         .name("sftp".into())
         .spawn(move || {
@@ -117,6 +120,7 @@ where
                             Ok(Some(frame)) => {
                                 if let Err(e) = server.handle(frame.packet, &mut out) {
                                     log.error(format_args!("{e}"));
+                                    failed_in_thread.store(true, Ordering::Release);
                                     break 'session;
                                 }
                                 pos += frame.consumed;
@@ -133,6 +137,7 @@ where
                             Ok(None) => break,
                             Err(e) => {
                                 log.error(format_args!("bad sftp packet: {e}"));
+                                failed_in_thread.store(true, Ordering::Release);
                                 break 'session;
                             }
                         }
@@ -147,6 +152,11 @@ where
                     }
                 }
             }
+            // Replies to the requests before a malformed one still go out.
+            if !out.is_empty() {
+                let _ = out_tx.blocking_send(Bytes::from(out));
+            }
+            drop(out_tx);
             server.finish();
         })?;
     tokio::spawn(async move {
@@ -157,7 +167,12 @@ where
                 ok = false;
             }
         }
-        on_end(handle, channel, write).await;
+        let status = if failed.load(Ordering::Acquire) {
+            255
+        } else {
+            0
+        };
+        on_end(handle, channel, write, status).await;
     });
     Ok((
         Input {

@@ -269,3 +269,86 @@ fn virtual_user_atomic_uploads_and_logs_to_file_from_the_jail() {
     }
     drop(v.users);
 }
+
+#[test]
+fn malformed_packets_close_only_their_session_and_forwarding_is_refused() {
+    let v = Virtual::new("malformed", "");
+    fs::write(v.jail.path().join("images/version.info"), b"17.9.4.27\n").expect("write");
+    let server = Sftpd::start(BIN, &v.config, &[]);
+    let port = server.addr().port();
+    // SSH level: a valid version line, then a packet announcing 4 GiB.
+    let mut s = TcpStream::connect(server.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut banner = [0u8; 64];
+    let _ = s.read(&mut banner).expect("banner");
+    s.write_all(b"SSH-2.0-garbage_1.0\r\n").expect("version");
+    s.write_all(&[0xff; 64]).expect("garbage");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    server
+        .log()
+        .wait_for_log("a fatal protocol error", CLIENT_TIMEOUT, |l| {
+            l.starts_with("ssh_dispatch_run_fatal: Connection from 127.0.0.1 port ")
+                && l.ends_with(": Bad packet size: 4294967295")
+        });
+    // SFTP level: INIT, then a packet announcing 4 GiB. That session ends with status 255;
+    // a new SFTP session on the same connection works.
+    let script = format!(
+        "import paramiko, struct\n\
+         t = paramiko.Transport(('127.0.0.1', {port}))\n\
+         t.connect(username='ap-fetch', password='{PASSWORD}')\n\
+         ch = t.open_session()\n\
+         ch.invoke_subsystem('sftp')\n\
+         ch.sendall(struct.pack('>IBI', 5, 1, 3))\n\
+         n = struct.unpack('>I', ch.recv(4))[0]\n\
+         got = b''\n\
+         while len(got) < n:\n\
+         \x20   got += ch.recv(n - len(got))\n\
+         assert got[0] == 2, got\n\
+         ch.sendall(struct.pack('>I', 0xffffffff) + b'junk')\n\
+         print('exit', ch.recv_exit_status())\n\
+         s = paramiko.SFTPClient.from_transport(t)\n\
+         print(sorted(s.listdir('/images')))\n\
+         t.close()\n"
+    );
+    let mut py = std::process::Command::new("/usr/bin/python3");
+    py.arg("-");
+    let out = airlift_tests::sftp::run_with_stdin(py, script.as_bytes());
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exit 255"), "{text}");
+    assert!(text.contains("['version.info']"), "{text}");
+    server
+        .log()
+        .wait_for_log("bad sftp packet", CLIENT_TIMEOUT, |l| {
+            l.starts_with("bad sftp packet: ")
+        });
+    // Forwarding: refused with sshd's line, whatever the configuration says.
+    let out = airlift_tests::run_with_timeout(
+        airlift_tests::sftp::key_command("ssh", &v.key.private).args([
+            "-p",
+            &port.to_string(),
+            "-W",
+            "127.0.0.1:9",
+            "ap-fetch@127.0.0.1",
+        ]),
+        CLIENT_TIMEOUT,
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+    server
+        .log()
+        .wait_for_log("refused local port forward", CLIENT_TIMEOUT, |l| {
+            l.starts_with("refused local port forward: originator ")
+                && l.ends_with(", target 127.0.0.1 port 9")
+        });
+    // And the server still serves.
+    let out = sftp_batch(
+        server.addr(),
+        "ap-fetch",
+        Login::Key(&v.key.private),
+        "ls /images\n",
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+}
