@@ -88,6 +88,9 @@ pub enum LineError {
     /// Bad `MaxStartups` spec.
     #[error("Invalid MaxStartups spec: {0}")]
     BadMaxStartups(String),
+    /// Bad `PerSourcePenalties` value.
+    #[error("Invalid PerSourcePenalties: {0}")]
+    BadPenalties(String),
     /// Bad `ListenAddress`.
     #[error("invalid ListenAddress \"{0}\"")]
     BadListenAddress(String),
@@ -383,6 +386,10 @@ pub struct Effective {
     pub users_file: Option<String>,
     /// `AtomicUploads` (ours, default no).
     pub atomic_uploads: bool,
+    /// `PerSourcePenalties` (OpenSSH 9.8; on by default, `None` = `no`).
+    pub per_source_penalties: Option<crate::penalty::Settings>,
+    /// `PerSourcePenaltyExemptList` address/CIDR pattern lists (default none).
+    pub per_source_penalty_exempt: Vec<String>,
 }
 
 impl Effective {
@@ -466,6 +473,8 @@ enum Setting {
     MaxAuthTries(u32),
     LoginGraceTime(Duration),
     MaxStartups(MaxStartups),
+    PerSourcePenalties(Option<crate::penalty::Settings>),
+    PerSourcePenaltyExemptList(Vec<String>),
     MaxSessions(u32),
     AllowUsers(Vec<String>),
     DenyUsers(Vec<String>),
@@ -538,6 +547,8 @@ enum Kw {
     MaxAuthTries,
     LoginGraceTime,
     MaxStartups,
+    PerSourcePenalties,
+    PerSourcePenaltyExemptList,
     MaxSessions,
     AllowUsers,
     DenyUsers,
@@ -659,8 +670,12 @@ const KEYWORDS: &[(&str, Kw, bool)] = &[
     ("permituserenvironment", Kw::Ignored(false), false),
     ("persourcemaxstartups", Kw::Ignored(false), false),
     ("persourcenetblocksize", Kw::Ignored(false), false),
-    ("persourcepenalties", Kw::Ignored(false), false),
-    ("persourcepenaltyexemptlist", Kw::Ignored(false), false),
+    ("persourcepenalties", Kw::PerSourcePenalties, false),
+    (
+        "persourcepenaltyexemptlist",
+        Kw::PerSourcePenaltyExemptList,
+        false,
+    ),
     ("pidfile", Kw::Ignored(false), false),
     ("printlastlog", Kw::Ignored(false), false),
     ("printmotd", Kw::Ignored(false), false),
@@ -979,6 +994,28 @@ fn parse_setting(kw: Kw, keyword: &str, args: &[String]) -> Result<Option<Settin
             Setting::LoginGraceTime(parse_time(a).ok_or_else(|| LineError::BadTime(a.to_string()))?)
         }
         Kw::MaxStartups => Setting::MaxStartups(parse_max_startups(one_arg(keyword, args)?)?),
+        Kw::PerSourcePenalties => {
+            at_least_one(keyword, args)?;
+            Setting::PerSourcePenalties(
+                crate::penalty::Settings::parse(args).map_err(LineError::BadPenalties)?,
+            )
+        }
+        Kw::PerSourcePenaltyExemptList => {
+            let list = one_arg(keyword, args)?;
+            if addr_match_list(
+                "127.0.0.1"
+                    .parse()
+                    .map_err(|_| LineError::BadPenalties(list.into()))?,
+                list,
+            )
+            .is_err()
+            {
+                return Err(LineError::BadPenalties(format!(
+                    "bad exempt list \"{list}\""
+                )));
+            }
+            Setting::PerSourcePenaltyExemptList(vec![list.to_string()])
+        }
         Kw::AllowUsers | Kw::DenyUsers | Kw::AllowGroups | Kw::DenyGroups | Kw::AcceptEnv => {
             at_least_one(keyword, args)?;
             let v: Vec<String> = args.iter().filter(|a| !a.is_empty()).cloned().collect();
@@ -1272,6 +1309,8 @@ struct Builder {
     log_level: Option<LogLevel>,
     users_file: Option<String>,
     atomic_uploads: Option<bool>,
+    per_source_penalties: Option<Option<crate::penalty::Settings>>,
+    per_source_penalty_exempt: Option<Vec<String>>,
 }
 
 fn first<T: Clone>(slot: &mut Option<T>, v: &T) {
@@ -1321,6 +1360,8 @@ impl Builder {
             Setting::LogLevel(v) => first(&mut self.log_level, v),
             Setting::UsersFile(f) => first(&mut self.users_file, f),
             Setting::AtomicUploads(b) => first(&mut self.atomic_uploads, b),
+            Setting::PerSourcePenalties(p) => first(&mut self.per_source_penalties, p),
+            Setting::PerSourcePenaltyExemptList(v) => first(&mut self.per_source_penalty_exempt, v),
             Setting::OtherSubsystem => {}
         }
     }
@@ -1399,6 +1440,10 @@ impl Builder {
             accept_env: self.accept_env.0,
             users_file: self.users_file,
             atomic_uploads: self.atomic_uploads.unwrap_or(false),
+            per_source_penalties: self
+                .per_source_penalties
+                .unwrap_or_else(|| Some(crate::penalty::Settings::default())),
+            per_source_penalty_exempt: self.per_source_penalty_exempt.unwrap_or_default(),
         }
     }
 }
@@ -1517,6 +1562,13 @@ impl Config {
             line("usersfile", &quote(u));
         }
         line("atomicuploads", yn(eff.atomic_uploads));
+        match &eff.per_source_penalties {
+            Some(p) => line("persourcepenalties", &p.to_string()),
+            None => line("persourcepenalties", "no"),
+        }
+        for l in &eff.per_source_penalty_exempt {
+            line("persourcepenaltyexemptlist", l);
+        }
         for (d, cond) in self.ignored.iter().zip(&self.ignored_conds) {
             let applies = match (cond, conn) {
                 (None, _) => true,
@@ -1697,7 +1749,9 @@ fn cidr_contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
 /// OpenSSH `addr_match_list`: entries are CIDR blocks or wildcard patterns, `!` negates.
 /// `Err(())` for a malformed entry.
 #[allow(clippy::result_unit_err)]
-fn addr_match_list(addr: IpAddr, list: &str) -> Result<Option<bool>, ()> {
+/// OpenSSH's `addr_match_list`: `Ok(Some(true))` if `addr` matches a positive entry and no
+/// negated one, `Ok(None)` if a negated entry matched, `Err` for a malformed list.
+pub fn addr_match_list(addr: IpAddr, list: &str) -> Result<Option<bool>, ()> {
     let text = addr.to_string();
     let mut positive = false;
     let mut negated_hit = false;

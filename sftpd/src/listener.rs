@@ -30,8 +30,10 @@ use crate::penalty::{self, Outcome, Penalties};
 pub struct ListenerConfig {
     /// `MaxStartups`.
     pub max_startups: MaxStartups,
-    /// Penalty amounts.
-    pub penalties: penalty::Settings,
+    /// Penalty amounts (`PerSourcePenalties`; `None` = `no`).
+    pub penalties: Option<penalty::Settings>,
+    /// `PerSourcePenaltyExemptList` pattern lists.
+    pub penalty_exempt: Vec<String>,
     /// Program and arguments of the per-connection process (`--session` is appended).
     pub session_command: Vec<OsString>,
     /// sshd's lines.
@@ -60,7 +62,7 @@ pub async fn serve(
 ) {
     let state = Arc::new(State {
         unauthenticated: Mutex::new(0),
-        penalties: Mutex::new(Penalties::new(cfg.penalties)),
+        penalties: Mutex::new(Penalties::new(cfg.penalties.unwrap_or_default())),
         slots: Semaphore::new(cfg.max_startups.start.max(1) as usize),
         throttling: Mutex::new(false),
         epoch: Instant::now(),
@@ -129,6 +131,14 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, cfg: Arc<Listener
         let (state, cfg) = (Arc::clone(&state), Arc::clone(&cfg));
         tokio::spawn(async move {
             let outcome = connection(stream, peer, n, &state, &cfg).await;
+            let exempt = cfg.penalties.is_none()
+                || cfg
+                    .penalty_exempt
+                    .iter()
+                    .any(|list| crate::config::addr_match_list(peer.ip(), list) == Ok(Some(true)));
+            if exempt {
+                return;
+            }
             let applied = state
                 .penalties
                 .lock()

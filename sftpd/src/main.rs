@@ -11,10 +11,10 @@ use clap::Parser;
 
 use sftpd::config::ConnectionSpec;
 use sftpd::connection::{self, Shared};
+use sftpd::hostkey;
 use sftpd::listener::{self, ListenerConfig};
 use sftpd::setup::{self, Flags};
 use sftpd::users::UsersFile;
-use sftpd::{hostkey, penalty};
 
 /// An SFTP-only SSH server that reads sshd_config and logs like OpenSSH.
 #[derive(Debug, Parser)]
@@ -173,7 +173,8 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
     session_command.extend(std::env::args_os().skip(1));
     let cfg = ListenerConfig {
         max_startups: global.max_startups,
-        penalties: penalty::Settings::default(),
+        penalties: global.per_source_penalties,
+        penalty_exempt: global.per_source_penalty_exempt.clone(),
         session_command,
         log: log.clone(),
     };

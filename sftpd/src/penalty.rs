@@ -64,6 +64,49 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Parses `PerSourcePenalties` arguments: `yes`, `no` (→ `None`), or `key:value` words
+    /// (`authfail:`, `invaliduser:`, `noauth:`, `grace-exceeded:`, `min:`, `max:` with sshd
+    /// time values; `max-sources4:`/`max-sources6:` counts; `crash:` and
+    /// `refuseconnection:` are accepted, as nothing here crashes or refuses by config;
+    /// `overflow:permissive` only).
+    pub fn parse(args: &[String]) -> Result<Option<Settings>, String> {
+        let mut s = Settings::default();
+        for a in args {
+            match a.to_ascii_lowercase().as_str() {
+                "yes" => continue,
+                "no" => return Ok(None),
+                _ => {}
+            }
+            let (key, value) = a
+                .split_once(':')
+                .ok_or_else(|| format!("\"{a}\" is not key:value"))?;
+            let time =
+                || crate::config::parse_time(value).ok_or_else(|| format!("bad time \"{value}\""));
+            match key.to_ascii_lowercase().as_str() {
+                "authfail" => s.authfail = time()?,
+                "invaliduser" => s.invaliduser = time()?,
+                "noauth" => s.noauth = time()?,
+                "grace-exceeded" => s.grace_exceeded = time()?,
+                "min" => s.min = time()?,
+                "max" => s.max = time()?,
+                "crash" | "refuseconnection" => {
+                    time()?;
+                }
+                "max-sources4" | "max-sources6" => {
+                    s.max_sources = value
+                        .parse()
+                        .map_err(|_| format!("bad count \"{value}\""))?;
+                }
+                "overflow" | "overflow6" if value.eq_ignore_ascii_case("permissive") => {}
+                "overflow" | "overflow6" => {
+                    return Err(format!("{key}:{value} is not supported (only permissive)"));
+                }
+                _ => return Err(format!("unknown penalty \"{key}\"")),
+            }
+        }
+        Ok(Some(s))
+    }
+
     fn amount(&self, outcome: Outcome) -> Duration {
         match outcome {
             Outcome::Authenticated => Duration::ZERO,
@@ -72,6 +115,23 @@ impl Settings {
             Outcome::NoAuth => self.noauth,
             Outcome::GraceExceeded => self.grace_exceeded,
         }
+    }
+}
+
+impl std::fmt::Display for Settings {
+    /// The `-T` form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "authfail:{}s invaliduser:{}s noauth:{}s grace-exceeded:{}s min:{}s max:{}s max-sources4:{}",
+            self.authfail.as_secs(),
+            self.invaliduser.as_secs(),
+            self.noauth.as_secs(),
+            self.grace_exceeded.as_secs(),
+            self.min.as_secs(),
+            self.max.as_secs(),
+            self.max_sources
+        )
     }
 }
 
@@ -210,6 +270,25 @@ mod tests {
             .record(A, Outcome::AuthFail, s(101))
             .expect("still active");
         assert!(!again.newly_active);
+    }
+
+    #[test]
+    fn settings_parse_like_sshd_config() {
+        let args = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        assert_eq!(Settings::parse(&args(&["no"])), Ok(None));
+        assert_eq!(
+            Settings::parse(&args(&["yes"])),
+            Ok(Some(Settings::default()))
+        );
+        let s = Settings::parse(&args(&["authfail:1m", "min:30s", "max-sources4:10"]))
+            .expect("parse")
+            .expect("on");
+        assert_eq!(s.authfail, Duration::from_secs(60));
+        assert_eq!(s.min, Duration::from_secs(30));
+        assert_eq!(s.max_sources, 10);
+        assert!(Settings::parse(&args(&["overflow:deny-all"])).is_err());
+        assert!(Settings::parse(&args(&["bogus:1s"])).is_err());
+        assert!(Settings::parse(&args(&["authfail"])).is_err());
     }
 
     #[test]

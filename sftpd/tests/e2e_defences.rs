@@ -352,3 +352,44 @@ fn malformed_packets_close_only_their_session_and_forwarding_is_refused() {
     );
     assert!(out.status.success(), "{}", describe(&out));
 }
+
+#[test]
+fn exempt_sources_are_never_penalised() {
+    let v = Virtual::new(
+        "exempt",
+        "PerSourcePenalties authfail:10s\nPerSourcePenaltyExemptList 10.0.0.0/8,127.0.0.0/8\n",
+    );
+    let server = Sftpd::start(BIN, &v.config, &[]);
+    for _ in 0..5 {
+        let out = sftp_batch(
+            server.addr(),
+            "ap-fetch",
+            Login::Password("wrong"),
+            "pwd\n",
+            &["-o", "NumberOfPasswordPrompts=1"],
+        );
+        assert!(!out.status.success());
+    }
+    server
+        .log()
+        .wait_for_count("failed logins", 5, CLIENT_TIMEOUT, |l| {
+            l.starts_with("Connection closed by authenticating user ap-fetch 127.0.0.1 port ")
+        });
+    let out = sftp_batch(
+        server.addr(),
+        "ap-fetch",
+        Login::Password(PASSWORD),
+        "pwd\n",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "exempt source refused: {}",
+        describe(&out)
+    );
+    assert!(
+        !server.log().lines().iter().any(|l| l.contains("penalty")),
+        "{:#?}",
+        server.log().lines()
+    );
+}
