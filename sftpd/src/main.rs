@@ -169,6 +169,11 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
         // arguments, so relative -f/-h/-E paths must keep meaning the same files.
         nix::unistd::daemon(true, flags.log_stderr).context("daemon")?;
     }
+    let pid_file = setup::pid_file(&config);
+    if let Some(path) = &pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("Couldn't create pid file \"{}\"", path.display()))?;
+    }
     let mut session_command: Vec<OsString> = vec!["/proc/self/exe".into()];
     session_command.extend(std::env::args_os().skip(1));
     let cfg = ListenerConfig {
@@ -199,6 +204,9 @@ fn daemon(cli: &Cli) -> Result<ExitCode> {
         listener::serve(listeners, cfg, shutdown).await;
         Ok::<_, std::io::Error>(())
     })?;
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

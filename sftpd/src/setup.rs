@@ -103,7 +103,10 @@ fn open_log_with(
     if flags.log_stderr {
         return Ok(Log::stderr(ident, facility, level));
     }
-    Log::syslog(Path::new("/dev/log"), ident, facility, level)
+    // SFTPD_SYSLOG_SOCKET replaces /dev/log (tests, containers with the socket elsewhere).
+    let socket = std::env::var_os("SFTPD_SYSLOG_SOCKET")
+        .map_or_else(|| PathBuf::from("/dev/log"), PathBuf::from);
+    Log::syslog(&socket, ident, facility, level)
         .or_else(|_| Ok(Log::stderr(ident, facility, level)))
 }
 
@@ -152,6 +155,18 @@ pub fn access_policy(config: &Config) -> Result<RootLogin, String> {
         }
     }
     Ok(root.unwrap_or(RootLogin::NoPassword))
+}
+
+/// `PidFile` from the configuration (accepted as an sshd keyword); `none` or absent gives
+/// `None`. sftpd has no default pid file, so it never clashes with sshd's `/run/sshd.pid`.
+pub fn pid_file(config: &Config) -> Option<PathBuf> {
+    config
+        .ignored()
+        .iter()
+        .find(|d| d.keyword.eq_ignore_ascii_case("pidfile"))
+        .and_then(|d| d.args.first())
+        .filter(|p| !p.eq_ignore_ascii_case("none"))
+        .map(PathBuf::from)
 }
 
 /// Largest SSH packet we accept (RFC 4253 requires at least 32768 of payload).

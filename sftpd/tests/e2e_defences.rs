@@ -393,3 +393,158 @@ fn exempt_sources_are_never_penalised() {
         server.log().lines()
     );
 }
+
+#[test]
+fn detached_daemon_writes_its_pid_file_serves_and_stops_on_sigterm() {
+    let v = Virtual::new("daemon", "");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("sshd_config");
+    let pid_path = dir.path().join("sftpd.pid");
+    let log_path = dir.path().join("sftpd.log");
+    fs::write(
+        &cfg,
+        format!(
+            "{}ListenAddress 127.0.0.1\nPort 0\nPidFile {}\n",
+            v.config,
+            pid_path.display()
+        ),
+    )
+    .expect("config");
+    // No -D: the started process detaches and exits at once.
+    let out = airlift_tests::run_with_timeout(
+        std::process::Command::new(BIN)
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-h")
+            .arg(dir.path().join("hostkey"))
+            .arg("-E")
+            .arg(&log_path),
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+    let (pid, port) = loop {
+        let log = fs::read_to_string(&log_path).unwrap_or_default();
+        let port = log
+            .lines()
+            .find_map(|l| l.strip_prefix("Server listening on 127.0.0.1 port "))
+            .and_then(|p| p.trim_end_matches('.').parse::<u16>().ok());
+        let pid = fs::read_to_string(&pid_path)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if let (Some(pid), Some(port)) = (pid, port) {
+            break (pid, port);
+        }
+        assert!(std::time::Instant::now() < deadline, "log:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
+    let stop = |pid: i32| {
+        // SAFETY: sends SIGTERM to the daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    };
+    let out = sftp_batch(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "ap-fetch",
+        Login::Key(&v.key.private),
+        "pwd\n",
+        &[],
+    );
+    if !out.status.success() {
+        stop(pid);
+        panic!("{}", describe(&out));
+    }
+    stop(pid);
+    let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+    while alive(pid) || pid_path.exists() {
+        assert!(std::time::Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = fs::read_to_string(&log_path).expect("log");
+    assert!(log.contains("Received signal 15; terminating."), "{log}");
+}
+
+#[test]
+fn syslog_gets_sshd_and_internal_sftp_lines_from_a_jail_without_dev_log() {
+    use std::os::unix::net::UnixDatagram;
+    let v = Virtual::new("syslog", "");
+    assert!(!v.jail.path().join("dev/log").exists());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("log.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind syslog socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let cfg = dir.path().join("sshd_config");
+    fs::write(
+        &cfg,
+        format!("{}ListenAddress 127.0.0.1\nPort 0\n", v.config),
+    )
+    .expect("cfg");
+    let mut child = std::process::Command::new(BIN)
+        .arg("-D")
+        .arg("-f")
+        .arg(&cfg)
+        .arg("-h")
+        .arg(dir.path().join("hostkey"))
+        .env("SFTPD_SYSLOG_SOCKET", &sock_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start sftpd");
+    let mut lines: Vec<String> = Vec::new();
+    let mut read_until = |lines: &mut Vec<String>, want: &dyn Fn(&str) -> bool| -> bool {
+        let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+        let mut buf = [0u8; 2048];
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let l = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let hit = want(&l);
+                lines.push(l);
+                if hit {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    let ready = read_until(&mut lines, &|l| {
+        l.contains("Server listening on 127.0.0.1 port ")
+    });
+    let port: Option<u16> = lines.iter().find_map(|l| {
+        l.split("Server listening on 127.0.0.1 port ")
+            .nth(1)
+            .and_then(|p| p.trim_end_matches('.').parse().ok())
+    });
+    let Some(port) = port.filter(|_| ready) else {
+        let _ = child.kill();
+        panic!("no listening line in syslog: {lines:#?}");
+    };
+    let out = sftp_batch(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "ap-fetch",
+        Login::Key(&v.key.private),
+        "pwd\n",
+        &[],
+    );
+    let closed = read_until(&mut lines, &|l| {
+        l.contains("internal-sftp[")
+            && l.ends_with("]: session closed for local user ap-fetch from [127.0.0.1]")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(closed, "{lines:#?}");
+    // AUTH.INFO (<38>) for both kinds, as OpenSSH sends them; the sftp lines come from the
+    // chrooted session process.
+    assert!(
+        lines.iter().any(|l| l.starts_with("<38>")
+            && l.contains(" sftpd[")
+            && l.contains("]: Accepted publickey for ap-fetch from 127.0.0.1 port ")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("<38>")
+            && l.ends_with("]: session opened for local user ap-fetch from [127.0.0.1]")),
+        "{lines:#?}"
+    );
+}
