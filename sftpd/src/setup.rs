@@ -2,7 +2,7 @@
 //! reading `sshd_config` (with `Include`), the log destination, and russh's configuration.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
