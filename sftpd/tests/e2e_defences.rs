@@ -492,7 +492,7 @@ fn syslog_gets_sshd_and_internal_sftp_lines_from_a_jail_without_dev_log() {
         .spawn()
         .expect("start sftpd");
     let mut lines: Vec<String> = Vec::new();
-    let mut read_until = |lines: &mut Vec<String>, want: &dyn Fn(&str) -> bool| -> bool {
+    let read_until = |lines: &mut Vec<String>, want: &dyn Fn(&str) -> bool| -> bool {
         let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
         let mut buf = [0u8; 2048];
         while std::time::Instant::now() < deadline {
