@@ -687,6 +687,51 @@ WRONG=$(cat "$WORK/wrong-data" 2>/dev/null || true)
 [[ -z $WRONG ]] || BROKEN=1
 
 # ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- refused logins
+# A wrong password for an existing user and any password for an unknown user must take the
+# same time (no user enumeration by timing). Measured per server, interleaved, with sshpass
+# and one password prompt. Ours runs as a second instance with `-o PerSourcePenalties=no`
+# (otherwise the fourth failure would be refused at the door); sshd 9.2 has no penalties.
+fail_login() { # port user -> seconds of one refused password login
+    local t0 t1
+    t0=$EPOCHREALTIME
+    echo pwd | timeout 60 sshpass -p wrong-password sftp -q -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null -o PubkeyAuthentication=no \
+        -o PreferredAuthentications=password -o NumberOfPasswordPrompts=1 -o LogLevel=QUIET \
+        -P "$1" "$2@127.0.0.1" >/dev/null 2>&1 || true
+    t1=$EPOCHREALTIME
+    elapsed "$t0" "$t1"
+}
+TPORT=$((PORT[ours] + 100))
+while ! port_free "$TPORT"; do TPORT=$((TPORT + 1)); done
+"$OURS_BIN" -D -f "$CONFIG" -p "$TPORT" -E "$WORK/ours-timing.log" -o PerSourcePenalties=no \
+    >>"$WORK/ours-timing.stderr" 2>&1 &
+TPID=$!
+for ((n = 0; n < 100; n++)); do
+    grep -q "Server listening" "$WORK/ours-timing.log" 2>/dev/null && break
+    sleep 0.1
+done
+FAIL_N=${FAIL_N:-15}
+declare -A TPORTS=([sshd]=${PORT[sshd]} [ours]=$TPORT)
+for s in sshd ours; do : >"$WORK/fail-$s-known"; : >"$WORK/fail-$s-unknown"; done
+for ((i = 1; i <= FAIL_N; i++)); do
+    for s in sshd ours; do
+        if ((i % 2)); then order=(known unknown); else order=(unknown known); fi
+        for k in "${order[@]}"; do
+            if [[ $k == known ]]; then u=$BENCH_USER; else u=nosuchuser$i; fi
+            fail_login "${TPORTS[$s]}" "$u" >>"$WORK/fail-$s-$k"
+        done
+    done
+done
+kill "$TPID" 2>/dev/null || true
+wait "$TPID" 2>/dev/null || true
+FAIL_LINE=""
+for s in sshd ours; do
+    fk=$(median "$WORK/fail-$s-known") fu=$(median "$WORK/fail-$s-unknown")
+    FAIL_LINE+="$s: wrong password $fk s, unknown user $fu s (ratio $(ratio "$fu" "$fk")); "
+done
+log "refused logins (median of $FAIL_N each): $FAIL_LINE"
+
 REPORT=$WORK/report.md
 {
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — sftpd vs OpenSSH sshd + internal-sftp"
@@ -710,6 +755,7 @@ REPORT=$WORK/report.md
     bo=${FAILS[$BURST_ROW,ours]} bs=${FAILS[$BURST_ROW,sshd]}
     if ((bo == 0)); then v=PASS; else v=FAIL; fi
     echo "- $v: 50 simultaneous logins, zero failures (ours $bo failed, sshd $bs failed, over $REPS reps of 50; log lines mentioning drop/MaxStartups: sshd $DROPS_SSHD, ours $DROPS_OURS)"
+    echo "- refused password logins, median of $FAIL_N each, interleaved (equal times = no user enumeration by timing): $FAIL_LINE"
     for a in "${ALERTS[@]}"; do
         echo
         echo "ALERT: $a. The rows after it measure a dead server."
