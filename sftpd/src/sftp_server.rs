@@ -427,28 +427,21 @@ pub fn strmode(mode: u32) -> [u8; 11] {
     let bit = |m: u32, c: u8| if mode & m != 0 { c } else { b'-' };
     s[1] = bit(libc::S_IRUSR, b'r');
     s[2] = bit(libc::S_IWUSR, b'w');
-    s[3] = match (mode & libc::S_IXUSR != 0, mode & libc::S_ISUID != 0) {
+    // Execute bit combined with set-id / sticky: x, s/t when both, S/T when only the special.
+    let exec = |x: u32, special: u32, both: u8, only: u8| match (mode & x != 0, mode & special != 0)
+    {
         (false, false) => b'-',
         (true, false) => b'x',
-        (false, true) => b'S',
-        (true, true) => b's',
+        (false, true) => only,
+        (true, true) => both,
     };
+    s[3] = exec(libc::S_IXUSR, libc::S_ISUID, b's', b'S');
     s[4] = bit(libc::S_IRGRP, b'r');
     s[5] = bit(libc::S_IWGRP, b'w');
-    s[6] = match (mode & libc::S_IXGRP != 0, mode & libc::S_ISGID != 0) {
-        (false, false) => b'-',
-        (true, false) => b'x',
-        (false, true) => b'S',
-        (true, true) => b's',
-    };
+    s[6] = exec(libc::S_IXGRP, libc::S_ISGID, b's', b'S');
     s[7] = bit(libc::S_IROTH, b'r');
     s[8] = bit(libc::S_IWOTH, b'w');
-    s[9] = match (mode & libc::S_IXOTH != 0, mode & libc::S_ISVTX != 0) {
-        (false, false) => b'-',
-        (true, false) => b'x',
-        (false, true) => b'T',
-        (true, true) => b't',
-    };
+    s[9] = exec(libc::S_IXOTH, libc::S_ISVTX, b't', b'T');
     s[10] = b' ';
     s
 }

@@ -69,6 +69,20 @@ fn sha512_crypt(password: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `n` connections that each try one wrong password for ap-fetch.
+fn wrong_passwords(server: &Sftpd, n: usize) {
+    for _ in 0..n {
+        let out = sftp_batch(
+            server.addr(),
+            "ap-fetch",
+            Login::Password("wrong"),
+            "pwd\n",
+            &["-o", "NumberOfPasswordPrompts=1"],
+        );
+        assert!(!out.status.success(), "a wrong password was accepted");
+    }
+}
+
 #[test]
 fn fifty_simultaneous_logins_all_succeed_under_default_maxstartups() {
     let v = Virtual::new("burst", "");
@@ -112,16 +126,7 @@ fn fifty_simultaneous_logins_all_succeed_under_default_maxstartups() {
 fn repeated_failures_from_one_source_are_penalised() {
     let v = Virtual::new("penalty", "");
     let server = Sftpd::start(BIN, &v.config, &[]);
-    for _ in 0..4 {
-        let out = sftp_batch(
-            server.addr(),
-            "ap-fetch",
-            Login::Password("wrong"),
-            "pwd\n",
-            &["-o", "NumberOfPasswordPrompts=1"],
-        );
-        assert!(!out.status.success());
-    }
+    wrong_passwords(&server, 4);
     server
         .log()
         .wait_for_log("new penalty", CLIENT_TIMEOUT, |l| {
@@ -360,16 +365,7 @@ fn exempt_sources_are_never_penalised() {
         "PerSourcePenalties authfail:10s\nPerSourcePenaltyExemptList 10.0.0.0/8,127.0.0.0/8\n",
     );
     let server = Sftpd::start(BIN, &v.config, &[]);
-    for _ in 0..5 {
-        let out = sftp_batch(
-            server.addr(),
-            "ap-fetch",
-            Login::Password("wrong"),
-            "pwd\n",
-            &["-o", "NumberOfPasswordPrompts=1"],
-        );
-        assert!(!out.status.success());
-    }
+    wrong_passwords(&server, 5);
     server
         .log()
         .wait_for_count("failed logins", 5, CLIENT_TIMEOUT, |l| {
