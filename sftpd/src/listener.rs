@@ -89,18 +89,18 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, cfg: Arc<Listener
             }
         };
         let local = stream.local_addr().unwrap_or(peer);
-        if state
+        let refused = state
             .penalties
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .refused(peer.ip(), state.now())
-        {
+            .refused(peer.ip(), state.now());
+        if let Some(reason) = refused {
             let n = *state
                 .unauthenticated
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             cfg.log.verbose(format_args!(
-                "drop connection #{n} from [{}]:{} on [{}]:{} penalty: source address penalized",
+                "drop connection #{n} from [{}]:{} on [{}]:{} {reason}",
                 peer.ip(),
                 peer.port(),
                 local.ip(),
@@ -144,16 +144,21 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, cfg: Arc<Listener
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .record(peer.ip(), outcome, state.now());
-            if let Some(a) = applied
-                && a.newly_active
-            {
-                cfg.log.info(format_args!(
-                    "{}: new {} penalty of {:.3} seconds for {}",
-                    peer.ip(),
-                    "source",
-                    a.seconds,
-                    penalty::reason(outcome)
-                ));
+            let (family, source) = penalty::describe_source(peer.ip());
+            let why = penalty::reason(outcome);
+            match applied {
+                Some(penalty::Applied::New { active, seconds }) => {
+                    let state = if active { "active" } else { "deferred" };
+                    cfg.log.verbose(format_args!(
+                        "srclimit_penalise: {family}: new {source} {state} penalty of {seconds} seconds for {why}"
+                    ));
+                }
+                Some(penalty::Applied::Activated { seconds }) => {
+                    cfg.log.verbose(format_args!(
+                        "srclimit_penalise: {source}: activating {family} penalty of {seconds} seconds for {why}"
+                    ));
+                }
+                Some(penalty::Applied::Extended) | None => {}
             }
         });
     }

@@ -135,14 +135,14 @@ impl std::fmt::Display for Settings {
     }
 }
 
-/// Penalty reason text as OpenSSH logs it.
+/// Penalty reason text as OpenSSH 9.8's `srclimit_penalise` logs it (also the reason in the
+/// `drop connection` line). 9.8 has no separate invalid-user penalty: it is an auth failure.
 pub fn reason(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Authenticated => "none",
-        Outcome::AuthFail => "failed authentication",
-        Outcome::InvalidUser => "invalid user",
+        Outcome::AuthFail | Outcome::InvalidUser => "penalty: failed authentication",
         Outcome::NoAuth => "penalty: connections without attempting authentication",
-        Outcome::GraceExceeded => "exceeded LoginGraceTime",
+        Outcome::GraceExceeded => "penalty: exceeded LoginGraceTime",
     }
 }
 
@@ -150,8 +150,10 @@ pub fn reason(outcome: Outcome) -> &'static str {
 struct Entry {
     /// Penalty end, in the caller's clock.
     expires: Duration,
-    /// Accumulated penalty at the last update.
-    start: Duration,
+    /// Refusing connections (the remaining penalty exceeded `min` at some update).
+    active: bool,
+    /// Reason of the last penalty.
+    reason: &'static str,
 }
 
 /// The penalty table.
@@ -161,13 +163,31 @@ pub struct Penalties {
     sources: HashMap<IpAddr, Entry>,
 }
 
-/// A new penalty that crossed the enforcement threshold (for the log line).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Applied {
-    /// Seconds the source is now refused for.
-    pub seconds: f64,
-    /// True the first time this source becomes refused.
-    pub newly_active: bool,
+/// What [`Penalties::record`] did, for OpenSSH's log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A new entry: `ipv4: new ADDR/32 active|deferred penalty of N seconds for REASON`.
+    New {
+        /// Refusing already (the amount alone exceeds `min`).
+        active: bool,
+        /// Seconds.
+        seconds: u64,
+    },
+    /// An existing entry crossed `min`: `ADDR/32: activating ipv4 penalty of N seconds for …`.
+    Activated {
+        /// Seconds remaining.
+        seconds: u64,
+    },
+    /// Accumulated into an existing entry, nothing to log at VERBOSE.
+    Extended,
+}
+
+/// `ipv4`/`ipv6` and `ADDR/BITS` as OpenSSH prints a penalised source.
+pub fn describe_source(addr: IpAddr) -> (&'static str, String) {
+    match key(addr) {
+        IpAddr::V4(v4) => ("ipv4", format!("{v4}/32")),
+        IpAddr::V6(v6) => ("ipv6", format!("{v6}/128")),
+    }
 }
 
 fn key(addr: IpAddr) -> IpAddr {
@@ -188,8 +208,9 @@ impl Penalties {
         }
     }
 
-    /// Records how a connection from `addr` ended, at time `now`. Returns the penalty now in
-    /// force if the source is being refused.
+    /// Records how a connection from `addr` ended, at time `now` (OpenSSH's accumulation:
+    /// a new entry lasts the amount; an existing one is extended by it, capped at `max`, and
+    /// becomes active once the remaining time exceeds `min`).
     pub fn record(&mut self, addr: IpAddr, outcome: Outcome, now: Duration) -> Option<Applied> {
         let amount = self.settings.amount(outcome);
         if amount.is_zero() {
@@ -197,32 +218,48 @@ impl Penalties {
         }
         self.expire(now);
         let k = key(addr);
-        if !self.sources.contains_key(&k) && self.sources.len() >= self.settings.max_sources {
-            return None;
+        let reason = reason(outcome);
+        let (min, max) = (self.settings.min, self.settings.max);
+        match self.sources.get_mut(&k) {
+            None => {
+                if self.sources.len() >= self.settings.max_sources {
+                    return None; // overflow:permissive
+                }
+                let active = amount > min;
+                self.sources.insert(
+                    k,
+                    Entry {
+                        expires: now + amount.min(max),
+                        active,
+                        reason,
+                    },
+                );
+                Some(Applied::New {
+                    active,
+                    seconds: amount.as_secs(),
+                })
+            }
+            Some(e) => {
+                e.expires = (e.expires + amount).min(now + max);
+                e.reason = reason;
+                let remaining = e.expires.saturating_sub(now);
+                if remaining > min && !e.active {
+                    e.active = true;
+                    return Some(Applied::Activated {
+                        seconds: remaining.as_secs(),
+                    });
+                }
+                Some(Applied::Extended)
+            }
         }
-        let entry = self.sources.entry(k).or_insert(Entry {
-            expires: now,
-            start: now,
-        });
-        let was_active =
-            entry.expires.saturating_sub(entry.start) > self.settings.min && entry.expires > now;
-        let base = entry.expires.max(now);
-        if entry.expires <= now {
-            entry.start = now;
-        }
-        entry.expires = (base + amount).min(entry.start + self.settings.max);
-        let total = entry.expires.saturating_sub(entry.start);
-        (total > self.settings.min).then(|| Applied {
-            seconds: entry.expires.saturating_sub(now).as_secs_f64(),
-            newly_active: !was_active,
-        })
     }
 
-    /// True while `addr` is refused.
-    pub fn refused(&self, addr: IpAddr, now: Duration) -> bool {
-        self.sources.get(&key(addr)).is_some_and(|e| {
-            e.expires > now && e.expires.saturating_sub(e.start) > self.settings.min
-        })
+    /// The reason `addr` is refused now, if it is.
+    pub fn refused(&self, addr: IpAddr, now: Duration) -> Option<&'static str> {
+        self.sources
+            .get(&key(addr))
+            .filter(|e| e.active && e.expires > now)
+            .map(|e| e.reason)
     }
 
     /// Forgets expired entries.
@@ -255,21 +292,45 @@ mod tests {
     #[test]
     fn three_failures_are_tolerated_the_fourth_refuses() {
         let mut p = Penalties::new(Settings::default());
-        for _ in 0..3 {
-            assert_eq!(p.record(A, Outcome::AuthFail, s(100)), None);
-            assert!(!p.refused(A, s(100)));
+        assert_eq!(
+            p.record(A, Outcome::AuthFail, s(100)),
+            Some(Applied::New {
+                active: false,
+                seconds: 5
+            })
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                p.record(A, Outcome::AuthFail, s(100)),
+                Some(Applied::Extended)
+            );
+            assert_eq!(p.refused(A, s(100)), None);
         }
-        let applied = p.record(A, Outcome::AuthFail, s(100)).expect("active");
-        assert!(applied.newly_active);
-        assert!((applied.seconds - 20.0).abs() < 1e-9);
-        assert!(p.refused(A, s(100)));
-        assert!(!p.refused(B, s(100)), "other sources are unaffected");
-        assert!(p.refused(A, s(119)));
-        assert!(!p.refused(A, s(120)), "penalty ends");
-        let again = p
-            .record(A, Outcome::AuthFail, s(101))
-            .expect("still active");
-        assert!(!again.newly_active);
+        assert_eq!(
+            p.record(A, Outcome::AuthFail, s(100)),
+            Some(Applied::Activated { seconds: 20 })
+        );
+        assert_eq!(p.refused(A, s(100)), Some("penalty: failed authentication"));
+        assert_eq!(p.refused(B, s(100)), None, "other sources are unaffected");
+        assert!(p.refused(A, s(119)).is_some());
+        assert_eq!(p.refused(A, s(120)), None, "penalty ends");
+        assert_eq!(describe_source(A), ("ipv4", "192.0.2.7/32".to_owned()));
+    }
+
+    #[test]
+    fn a_large_penalty_is_active_at_once() {
+        let mut p = Penalties::new(Settings {
+            grace_exceeded: Duration::from_secs(20),
+            ..Settings::default()
+        });
+        assert_eq!(
+            p.record(A, Outcome::GraceExceeded, s(0)),
+            Some(Applied::New {
+                active: true,
+                seconds: 20
+            })
+        );
+        assert_eq!(p.refused(A, s(1)), Some("penalty: exceeded LoginGraceTime"));
     }
 
     #[test]
@@ -306,8 +367,8 @@ mod tests {
         for _ in 0..1000 {
             p.record(A, Outcome::GraceExceeded, s(0));
         }
-        assert!(p.refused(A, s(599)));
-        assert!(!p.refused(A, s(600)));
+        assert!(p.refused(A, s(599)).is_some());
+        assert_eq!(p.refused(A, s(600)), None);
         p.expire(s(601));
         assert_eq!(p.len(), 0);
     }
@@ -316,7 +377,8 @@ mod tests {
     fn failures_spread_out_do_not_accumulate() {
         let mut p = Penalties::new(Settings::default());
         for i in 0..100 {
-            assert_eq!(p.record(A, Outcome::InvalidUser, s(i * 6)), None);
+            p.record(A, Outcome::InvalidUser, s(i * 6));
+            assert_eq!(p.refused(A, s(i * 6)), None);
         }
     }
 
@@ -330,10 +392,10 @@ mod tests {
         for _ in 0..4 {
             p.record(mapped, Outcome::AuthFail, s(0));
         }
-        assert!(p.refused(A, s(1)));
+        assert!(p.refused(A, s(1)).is_some());
         for _ in 0..10 {
             assert_eq!(p.record(B, Outcome::AuthFail, s(1)), None);
         }
-        assert!(!p.refused(B, s(1)));
+        assert_eq!(p.refused(B, s(1)), None);
     }
 }

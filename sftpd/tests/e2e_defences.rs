@@ -127,11 +127,16 @@ fn repeated_failures_from_one_source_are_penalised() {
     let v = Virtual::new("penalty", "");
     let server = Sftpd::start(BIN, &v.config, &[]);
     wrong_passwords(&server, 4);
+    // OpenSSH 9.8's lines: a deferred penalty, then its activation past `min` (15 s).
+    server.wait_for_line(
+        "srclimit_penalise: ipv4: new 127.0.0.1/32 deferred penalty of 5 seconds for penalty: failed authentication",
+    );
+    // (the seconds are those remaining, a little under 4 × 5)
     server
         .log()
-        .wait_for_log("new penalty", CLIENT_TIMEOUT, |l| {
-            l.starts_with("127.0.0.1: new source penalty of ")
-                && l.ends_with(" seconds for failed authentication")
+        .wait_for_log("penalty activation", CLIENT_TIMEOUT, |l| {
+            l.starts_with("srclimit_penalise: 127.0.0.1/32: activating ipv4 penalty of ")
+                && l.ends_with(" seconds for penalty: failed authentication")
         });
     // Now even the right password is refused at the door.
     let out = sftp_batch(
@@ -145,7 +150,9 @@ fn repeated_failures_from_one_source_are_penalised() {
     server
         .log()
         .wait_for_log("drop connection", CLIENT_TIMEOUT, |l| {
-            l.starts_with("drop connection #") && l.contains(" penalty: ")
+            l.starts_with("drop connection #")
+                && l.contains(" from [127.0.0.1]:")
+                && l.ends_with(" penalty: failed authentication")
         });
 }
 
