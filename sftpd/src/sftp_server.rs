@@ -1182,18 +1182,7 @@ impl<L: SftpLog, N: Names> SftpServer<L, N> {
     }
 
     fn setstat(&mut self, id: u32, path: &[u8], attrs: &Attrs<'_>, out: &mut Vec<u8>) {
-        let full = match self.path(path) {
-            Ok(p) => p,
-            Err(e) => return self.status(out, id, errno_to_status(&e)),
-        };
-        let mut code = StatusCode::Ok;
-        for c in changes(attrs, true) {
-            self.logf(LogLevel::Info, || change_line(path, c));
-            if let Err(e) = self.root.set_attr(&full, c) {
-                code = errno_to_status(&e);
-            }
-        }
-        self.status(out, id, code);
+        self.set_path_attrs(id, path, attrs, true, out);
     }
 
     fn lsetstat(&mut self, id: u32, path: &[u8], attrs: &Attrs<'_>, out: &mut Vec<u8>) {
@@ -1202,14 +1191,32 @@ impl<L: SftpLog, N: Names> SftpServer<L, N> {
             self.status(out, id, StatusCode::BadMessage);
             return;
         }
+        self.set_path_attrs(id, path, attrs, false, out);
+    }
+
+    /// setstat (`follow`) and lsetstat: one log line per attribute, in OpenSSH's order; the
+    /// status is the last failure, if any.
+    fn set_path_attrs(
+        &mut self,
+        id: u32,
+        path: &[u8],
+        attrs: &Attrs<'_>,
+        follow: bool,
+        out: &mut Vec<u8>,
+    ) {
         let full = match self.path(path) {
             Ok(p) => p,
             Err(e) => return self.status(out, id, errno_to_status(&e)),
         };
         let mut code = StatusCode::Ok;
-        for c in changes(attrs, false) {
+        for c in changes(attrs, follow) {
             self.logf(LogLevel::Info, || change_line(path, c));
-            if let Err(e) = self.root.lset_attr(&full, c) {
+            let r = if follow {
+                self.root.set_attr(&full, c)
+            } else {
+                self.root.lset_attr(&full, c)
+            };
+            if let Err(e) = r {
                 code = errno_to_status(&e);
             }
         }
