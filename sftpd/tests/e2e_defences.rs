@@ -551,3 +551,56 @@ fn syslog_gets_sshd_and_internal_sftp_lines_from_a_jail_without_dev_log() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn banner_is_shown_and_max_sessions_is_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let banner = dir.path().join("banner");
+    fs::write(&banner, "Authorized access only: AP image server\n").expect("banner");
+    let v = Virtual::new(
+        "sessions",
+        &format!("Banner {}\nMaxSessions 2\n", banner.display()),
+    );
+    let server = Sftpd::start(BIN, &v.config, &[]);
+    // OpenSSH prints the banner at LogLevel INFO (the sftp helper runs at ERROR).
+    let out = airlift_tests::run_with_timeout(
+        airlift_tests::sftp::key_command("ssh", &v.key.private).args([
+            "-o",
+            "LogLevel=INFO",
+            "-p",
+            &server.addr().port().to_string(),
+            "-s",
+            "ap-fetch@127.0.0.1",
+            "sftp",
+        ]),
+        CLIENT_TIMEOUT,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Authorized access only: AP image server"),
+        "{}",
+        describe(&out)
+    );
+    // Three session channels on one connection: the third is refused.
+    let script = format!(
+        "import paramiko\n\
+         t = paramiko.Transport(('127.0.0.1', {port}))\n\
+         t.connect(username='ap-fetch', password='{PASSWORD}')\n\
+         chans = [t.open_session(), t.open_session()]\n\
+         try:\n\
+         \x20   t.open_session()\n\
+         \x20   print('third: opened')\n\
+         except paramiko.ChannelException as e:\n\
+         \x20   print('third: refused', e.code)\n\
+         t.close()\n",
+        port = server.addr().port()
+    );
+    let mut py = std::process::Command::new("/usr/bin/python3");
+    py.arg("-");
+    let out = airlift_tests::sftp::run_with_stdin(py, script.as_bytes());
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("third: refused"),
+        "{}",
+        describe(&out)
+    );
+}
