@@ -1,6 +1,85 @@
 //! # relay — fetch AP images from TFTP and SFTP servers, once, verified
 //!
-//! **Not built yet** (a later issue fills this crate in). What it will be: the library (and a
-//! small CLI) that fetches `tftp://`, `sftp://` and `file://` sources into a content-addressed
-//! image store, with a TFTP client built on the same sans-IO core as `tftpd` (no second codec),
-//! errors worded as the controller logs them, and single-flight fetches.
+//! The fetching half of the controller, and a CLI an administrator runs to test a server
+//! before any AP joins. **In progress** (issue 5). Built so far:
+//! - [`source`]: `tftp://`, `sftp://` and `file://` sources, printed as the controller logs them
+//!   (the SFTP user masked: `sftp://*****@172.16.5.62/…`).
+//! - [`error`]: errors worded as the controller logs them
+//!   (`Failed to download file tftp://…/ap1g6: No such file or directory`) with a kind.
+//! - [`tftp`]: the TFTP client on tftpd's sans-IO core (blksize, tsize, timeout, windowsize;
+//!   fallback without options after ERROR 8; rollover; overall deadline).
+//! - [`fetch_to_file`]: a fetch committed by rename only when complete and of the announced
+//!   size, so a partial image is never left under the target name.
+//!
+//! Not yet: the SFTP client, the content-addressed store with single flight, `relay bundle`
+//! and `relay check`.
+
+pub mod error;
+pub mod progress;
+pub mod source;
+pub mod tftp;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+pub use error::{ErrorKind, FetchError};
+pub use progress::Progress;
+pub use source::Source;
+
+/// Fetches `source` into `target`: written to a hidden temporary in the same directory,
+/// synced, and renamed over `target` only when the transfer completed (and matched the
+/// announced size). On any failure the temporary is removed and `target` is untouched.
+pub async fn fetch_to_file(
+    source: &Source,
+    target: &Path,
+    tftp: &tftp::TftpOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<u64, FetchError> {
+    let local = |e: std::io::Error| FetchError::new(source, ErrorKind::LocalIo, e.to_string());
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.relay-"))
+        .tempfile_in(dir)
+        .map_err(local)?;
+    let bytes = {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let n = match source {
+            Source::Tftp { .. } => tftp::fetch(source, tftp, &mut w, progress).await?.bytes,
+            Source::File { path } => {
+                let mut f = File::open(path).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        FetchError::new(source, ErrorKind::NotFound, "")
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        FetchError::new(source, ErrorKind::PermissionDenied, "")
+                    }
+                    _ => local(e),
+                })?;
+                let total = f.metadata().map(|m| m.len()).ok();
+                let n = std::io::copy(&mut f, &mut w).map_err(local)?;
+                progress(Progress { done: n, total });
+                n
+            }
+            Source::Sftp { .. } => {
+                return Err(FetchError::new(
+                    source,
+                    ErrorKind::Protocol,
+                    "sftp:// is not supported yet by this build",
+                ));
+            }
+        };
+        w.flush().map_err(local)?;
+        n
+    };
+    tmp.as_file().sync_all().map_err(local)?;
+    tmp.persist(target).map_err(|e| local(e.error))?;
+    Ok(bytes)
+}
