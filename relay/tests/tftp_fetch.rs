@@ -222,3 +222,59 @@ async fn a_failed_fetch_leaves_nothing_under_the_target_name() {
     assert_eq!(n, 5);
     assert_eq!(std::fs::read(&target).expect("read"), b"image");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exits_0_only_for_a_complete_file_and_prints_the_controller_line() {
+    const BIN: &str = env!("CARGO_BIN_EXE_relay");
+    let served = tempfile::tempdir().expect("tempdir");
+    let data = airlift_tests::pseudo_random(200_000, 5);
+    std::fs::write(served.path().join("ap3g3"), &data).expect("write");
+    let server = start(served.path());
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let target = out_dir.path().join("ap3g3");
+    let port = server.addr.port();
+    let run = |url: String, target: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            airlift_tests::run_with_timeout(
+                std::process::Command::new(BIN)
+                    .args(["fetch", &url, "-q", "--timeout", "20", "-o"])
+                    .arg(&target),
+                Duration::from_secs(60),
+            )
+        })
+    };
+    let ok = run(format!("tftp://127.0.0.1:{port}/ap3g3"), target.clone())
+        .await
+        .expect("join");
+    assert!(ok.status.success(), "{}", airlift_tests::describe(&ok));
+    assert!(std::fs::read(&target).expect("read") == data);
+    let missing = out_dir.path().join("ap1g6");
+    let bad = run(
+        format!("tftp://127.0.0.1:{port}/Wrong-Path/ap1g6"),
+        missing.clone(),
+    )
+    .await
+    .expect("join");
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "{}",
+        airlift_tests::describe(&bad)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim_end(),
+        format!(
+            "Failed to download file tftp://127.0.0.1:{port}/Wrong-Path/ap1g6: No such file or directory"
+        )
+    );
+    assert!(!missing.exists());
+    let usage = run("http://x/y".into(), missing.clone())
+        .await
+        .expect("join");
+    assert_eq!(
+        usage.status.code(),
+        Some(2),
+        "{}",
+        airlift_tests::describe(&usage)
+    );
+}
