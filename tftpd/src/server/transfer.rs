@@ -527,6 +527,9 @@ async fn drive_recv(
                 (_, None) => Ok(()),
             };
             if let Err(e) = written {
+                // Remove the temporary before the ERROR leaves: when the client learns of
+                // the failure, nothing of the upload is left behind.
+                upload.discard();
                 let nak = Nak::from_io(&e);
                 m.abort(nak.code, &nak.message);
             }
@@ -536,6 +539,7 @@ async fn drive_recv(
             // Commit before the final ACK leaves: the client's success means the file is
             // in place.
             if let Err(e) = upload.commit() {
+                upload.discard();
                 let nak = Nak::from_io(&e);
                 m.abort(nak.code, &nak.message);
             }

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# bench/relay.sh: `relay fetch` against curl fetching the same 70 MB image, on loopback.
+#
+# Rows (each interleaved per repetition, ABBA, every download checked with cmp):
+#   1  tftpd-hpa, blksize 1468: curl vs relay (tftpd-hpa has no windowsize: both lock-step)
+#   2  curl from tftpd-hpa (blksize 1468) vs relay with windowsize 16 from airlift's tftpd
+#   SFTP rows (curl vs relay from OpenSSH sshd) come with relay's SFTP client (issue 5).
+# Prints medians and the ratio curl/ours (> 1: relay faster). RECORD=1 appends to RESULTS.md.
+# Exit 0 when every download verified, 1 when one failed, 2 on a setup error.
+set -euo pipefail
+export LC_ALL=C
+
+REPS=${REPS:-6}
+SKIP_APT=${SKIP_APT:-0}
+SKIP_BUILD=${SKIP_BUILD:-0}
+RECORD=${RECORD:-0}
+SIZE=70512640
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+RELAY=$REPO/target/release/relay
+OURS_TFTPD=$REPO/target/release/tftpd
+HPA=/usr/sbin/in.tftpd
+
+die() { echo "relay.sh: $*" >&2; exit 2; }
+log() { echo "== $*" >&2; }
+[[ $REPS =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer"
+
+if [[ $SKIP_APT != 1 && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing tftpd-hpa and curl"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tftpd-hpa curl >/dev/null
+    # Debian starts a system tftpd-hpa on port 69; this script never uses it.
+fi
+[[ -x $HPA ]] || die "in.tftpd not found (apt-get install tftpd-hpa)"
+command -v curl >/dev/null || die "curl not found"
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building relay and tftpd (release)"
+    (cd "$REPO" && cargo build --release --locked -p relay -p tftpd >&2)
+fi
+
+WORK=$(mktemp -d /tmp/airlift-relay-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$WORK/srv" "$WORK/out"
+head -c "$SIZE" /dev/urandom >"$WORK/srv/ap1g8"
+chmod -R a+rX "$WORK/srv"
+
+free_udp() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_HPA=$(free_udp)
+P_OURS=$(free_udp)
+"$HPA" -L -a "127.0.0.1:$P_HPA" -s -u root "$WORK/srv" &
+PIDS+=($!)
+"$OURS_TFTPD" -L -a "127.0.0.1:$P_OURS" -s -u root "$WORK/srv" &
+PIDS+=($!)
+sleep 0.5
+
+FAILED=0
+run() { # name command... -> prints seconds, checks the output file
+    local name=$1 t0 t1
+    shift
+    rm -f "$WORK/out/got"
+    t0=$EPOCHREALTIME
+    if ! timeout 120 "$@" >/dev/null 2>"$WORK/out/err"; then
+        echo "FAIL $name: $(head -c 300 "$WORK/out/err")" >&2
+        FAILED=1
+        echo "-"
+        return
+    fi
+    t1=$EPOCHREALTIME
+    if ! cmp -s "$WORK/out/got" "$WORK/srv/ap1g8"; then
+        echo "FAIL $name: wrong content" >&2
+        FAILED=1
+        echo "-"
+        return
+    fi
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+}
+median() { grep -v '^-$' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+curl_hpa() { run curl curl -sS --tftp-blksize 1468 -o "$WORK/out/got" "tftp://127.0.0.1:$P_HPA/ap1g8"; }
+relay_hpa() { run relay "$RELAY" fetch -q --blksize 1468 -o "$WORK/out/got" "tftp://127.0.0.1:$P_HPA/ap1g8"; }
+relay_ours() { run relay-window "$RELAY" fetch -q --blksize 1468 --windowsize 16 -o "$WORK/out/got" "tftp://127.0.0.1:$P_OURS/ap1g8"; }
+
+for row in 1 2; do
+    : >"$WORK/r$row.curl"
+    : >"$WORK/r$row.ours"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        if [[ $row == 1 ]]; then ours=relay_hpa; else ours=relay_ours; fi
+        if ((rep % 2)); then
+            curl_hpa >>"$WORK/r$row.curl"
+            $ours >>"$WORK/r$row.ours"
+        else
+            $ours >>"$WORK/r$row.ours"
+            curl_hpa >>"$WORK/r$row.curl"
+        fi
+    done
+done
+
+REPORT=$WORK/report.md
+{
+    echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — relay fetch vs curl (bench/relay.sh)"
+    echo
+    echo "- $(nproc) CPUs, REPS=$REPS, ABBA order, 70,512,640-byte file, every download compared with cmp; git $(cd "$REPO" && git rev-parse --short HEAD)"
+    echo "- ratio = curl median / relay median (> 1: relay faster)"
+    echo
+    echo "| # | row | curl median s | relay median s | ratio |"
+    echo "|---|---|---:|---:|---:|"
+    for row in 1 2; do
+        c=$(median "$WORK/r$row.curl")
+        o=$(median "$WORK/r$row.ours")
+        r=$(awk -v a="$c" -v b="$o" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }')
+        if [[ $row == 1 ]]; then
+            name="tftpd-hpa, blksize 1468: curl vs relay (both lock-step)"
+        else
+            name="curl from tftpd-hpa (blksize 1468) vs relay windowsize 16 from airlift tftpd"
+        fi
+        echo "| $row | $name | $c | $o | $r |"
+    done
+    echo
+    echo "SFTP rows: not measured yet (relay's SFTP client is still to be built)."
+    echo
+} >"$REPORT"
+cat "$REPORT"
+if [[ $RECORD == 1 ]]; then cat "$REPORT" >>"$HERE/RESULTS.md"; fi
+exit "$FAILED"
