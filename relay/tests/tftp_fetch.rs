@@ -200,7 +200,7 @@ async fn a_failed_fetch_leaves_nothing_under_the_target_name() {
     let r = relay::fetch_to_file(
         &url(server.addr, "missing"),
         &target,
-        &TftpOptions::default(),
+        &relay::FetchOptions::default(),
         &mut |_| {},
     )
     .await;
@@ -214,7 +214,7 @@ async fn a_failed_fetch_leaves_nothing_under_the_target_name() {
     let n = relay::fetch_to_file(
         &url(server.addr, "ap3g3"),
         &target,
-        &TftpOptions::default(),
+        &relay::FetchOptions::default(),
         &mut |_| {},
     )
     .await
