@@ -14,12 +14,17 @@
 //! - [`sftp`]: the SFTP client (russh + sftpd's codec), host key checked (known_hosts, pinned
 //!   fingerprint, or trust-on-first-use when asked), 64 reads in flight after `limits@`.
 //!
-//! Not yet: the content-addressed store with single flight, `relay bundle` and `relay check`.
+//! - [`store`]: content-addressed images, one upstream fetch per image (single flight),
+//!   readers that follow a running fetch, size/SHA-256 verification before anything is visible,
+//!   LRU eviction under a size cap.
+//!
+//! Not yet: `relay bundle` and `relay check`, and the store's use of bundle manifests.
 
 pub mod error;
 pub mod progress;
 pub mod sftp;
 pub mod source;
+pub mod store;
 pub mod tftp;
 
 use std::fs::File;
@@ -46,7 +51,7 @@ pub async fn fetch_to_file(
     source: &Source,
     target: &Path,
     opts: &FetchOptions,
-    progress: &mut dyn FnMut(Progress),
+    progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<u64, FetchError> {
     let local = |e: std::io::Error| FetchError::new(source, ErrorKind::LocalIo, e.to_string());
     let dir = match target.parent() {

@@ -154,8 +154,8 @@ impl russh::client::Handler for Client {
 pub async fn fetch(
     source: &Source,
     opts: &SftpOptions,
-    sink: &mut dyn Write,
-    progress: &mut dyn FnMut(Progress),
+    sink: &mut (dyn Write + Send),
+    progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Fetched, FetchError> {
     let deadline = Instant::now() + opts.deadline;
     match tokio::time::timeout_at(deadline.into(), run(source, opts, sink, progress)).await {
@@ -171,8 +171,8 @@ pub async fn fetch(
 async fn run(
     source: &Source,
     opts: &SftpOptions,
-    sink: &mut dyn Write,
-    progress: &mut dyn FnMut(Progress),
+    sink: &mut (dyn Write + Send),
+    progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Fetched, FetchError> {
     let Source::Sftp {
         user,

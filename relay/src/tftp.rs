@@ -74,8 +74,8 @@ pub struct Fetched {
 pub async fn fetch(
     source: &Source,
     opts: &TftpOptions,
-    sink: &mut dyn Write,
-    progress: &mut dyn FnMut(Progress),
+    sink: &mut (dyn Write + Send),
+    progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Fetched, FetchError> {
     let Source::Tftp { host, port, path } = source else {
         return Err(FetchError::new(
@@ -158,8 +158,8 @@ async fn transfer(
     asked: Requested,
     opts: &TftpOptions,
     deadline: Instant,
-    sink: &mut dyn Write,
-    progress: &mut dyn FnMut(Progress),
+    sink: &mut (dyn Write + Send),
+    progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Fetched, Retry> {
     let fail = |kind, detail: String| Retry::Fail(FetchError::new(source, kind, detail));
     let policy = RetransmitPolicy::tftpd_hpa(opts.retransmit);

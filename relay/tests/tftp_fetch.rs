@@ -1,53 +1,14 @@
 //! relay's TFTP client against our tftpd (in-process, on loopback) and against a scripted
 //! server that refuses options: rollover, wrong path, silence, fallback, atomic output.
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket as StdUdp};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::start;
 use relay::tftp::{self, TftpOptions};
 use relay::{ErrorKind, Progress, Source};
-use tftpd::proto::options::ServerLimits;
-use tftpd::server::files::FileCache;
-use tftpd::server::net::PortRange;
-use tftpd::server::{Listener, ServerConfig, open_roots, serve};
-use tokio_util::sync::CancellationToken;
-
-/// Our tftpd serving `dir` on 127.0.0.1, stopped when dropped.
-struct Server {
-    addr: SocketAddr,
-    stop: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn start(dir: &Path) -> Server {
-    let sock = StdUdp::bind("127.0.0.1:0").expect("bind");
-    let listener = Listener::from_std(sock).expect("listener");
-    let addr = listener.addr;
-    let config = Arc::new(ServerConfig {
-        roots: open_roots(true, &[dir.to_path_buf()]).expect("roots"),
-        create: false,
-        permissive: true,
-        limits: ServerLimits::default(),
-        retransmit: Duration::from_secs(1),
-        ports: PortRange::new(None),
-        remap: Default::default(),
-        log: tftpd::syslog::Logger::capture(0).0,
-        cache: Arc::new(FileCache::new()),
-    });
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        let _ = serve(vec![listener], config, token, None).await;
-    });
-    Server { addr, stop }
-}
 
 fn url(addr: SocketAddr, path: &str) -> Source {
     Source::parse(&format!("tftp://127.0.0.1:{}/{path}", addr.port())).expect("url")
@@ -84,6 +45,13 @@ async fn windowed_fetch_is_exact_and_reports_progress() {
         Some((3_000_001, Some(3_000_001)))
     );
     assert!(events.windows(2).all(|w| w[0].done < w[1].done));
+    let rrq = server
+        .log
+        .lines()
+        .into_iter()
+        .filter(|(_, l)| l.starts_with("RRQ from 127.0.0.1 filename ap1g8"))
+        .count();
+    assert_eq!(rrq, 1, "{:?}", server.log.lines());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

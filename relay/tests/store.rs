@@ -1,0 +1,211 @@
+//! The image store with real TFTP fetches from our tftpd (in-process): single flight under
+//! 50 concurrent requests, verification, interrupted fetches, readers that follow a running
+//! fetch, and LRU eviction.
+
+mod common;
+
+use std::net::UdpSocket as StdUdp;
+use std::path::Path;
+use std::time::Duration;
+
+use relay::store::{Expected, FlightState, Store};
+use relay::tftp::TftpOptions;
+use relay::{ErrorKind, FetchOptions, Source};
+use sha2::{Digest, Sha256};
+
+fn url(port: u16, name: &str) -> Source {
+    Source::parse(&format!("tftp://127.0.0.1:{port}/{name}")).expect("url")
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_requests_for_one_image_make_one_upstream_transfer() {
+    let served = tempfile::tempdir().expect("tempdir");
+    let data = airlift_tests::pseudo_random(4_000_000, 8);
+    std::fs::write(served.path().join("ap1g8"), &data).expect("write");
+    let server = common::start(served.path());
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(root.path(), 1 << 30).expect("store");
+    let src = url(server.addr.port(), "ap1g8");
+    let expected = Expected {
+        size: Some(data.len() as u64),
+        sha256: Some(sha(&data)),
+    };
+    let opts = FetchOptions::default();
+    let flights: Vec<_> = (0..50)
+        .map(|_| store.get(&src, expected, &opts).expect("get"))
+        .collect();
+    let mut objects = Vec::new();
+    for f in &flights {
+        objects.push(f.wait().await.expect("fetched"));
+    }
+    assert!(objects.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(store.fetches_started(), 1);
+    let rrq = server
+        .log
+        .lines()
+        .into_iter()
+        .filter(|(_, l)| l.starts_with("RRQ from 127.0.0.1 filename ap1g8"))
+        .count();
+    assert_eq!(rrq, 1, "upstream transfers");
+    assert!(std::fs::read(&objects[0].path).expect("read") == data);
+    assert_eq!(
+        objects[0].path.file_name().and_then(|n| n.to_str()),
+        Some(objects[0].sha256.as_str())
+    );
+    // Once stored, the same image is not fetched again.
+    let again = store
+        .get(&src, expected, &opts)
+        .expect("get")
+        .wait()
+        .await
+        .expect("stored");
+    assert_eq!(again, objects[0]);
+    assert_eq!(store.fetches_started(), 1);
+    assert!(names(&root.path().join("tmp")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_hash_or_an_interrupted_fetch_stores_nothing() {
+    let served = tempfile::tempdir().expect("tempdir");
+    let data = airlift_tests::pseudo_random(100_000, 9);
+    std::fs::write(served.path().join("ap3g3"), &data).expect("write");
+    let server = common::start(served.path());
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(root.path(), 1 << 30).expect("store");
+    let wrong = Expected {
+        size: Some(data.len() as u64),
+        sha256: Some([7u8; 32]),
+    };
+    let Err(e) = store
+        .get(
+            &url(server.addr.port(), "ap3g3"),
+            wrong,
+            &FetchOptions::default(),
+        )
+        .expect("get")
+        .wait()
+        .await
+    else {
+        panic!("a wrong hash was stored")
+    };
+    assert_eq!(e.kind, ErrorKind::Verification);
+    assert!(names(&root.path().join("objects")).is_empty());
+    assert!(names(&root.path().join("tmp")).is_empty());
+    // A server that sends one block and falls silent: the fetch times out, nothing stays.
+    let sock = StdUdp::bind("127.0.0.1:0").expect("bind");
+    let port = sock.local_addr().expect("addr").port();
+    let script = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        if let Ok((_, client)) = sock.recv_from(&mut buf) {
+            let mut d = vec![0, 3, 0, 1];
+            d.extend_from_slice(&[0xAB; 512]);
+            let _ = sock.send_to(&d, client);
+        }
+        std::thread::sleep(Duration::from_secs(4));
+    });
+    let opts = FetchOptions {
+        tftp: TftpOptions {
+            blksize: None,
+            windowsize: None,
+            retransmit: Duration::from_millis(200),
+            deadline: Duration::from_secs(2),
+        },
+        sftp: None,
+    };
+    let Err(e) = store
+        .get(&url(port, "ap1g6"), Expected::default(), &opts)
+        .expect("get")
+        .wait()
+        .await
+    else {
+        panic!("an interrupted fetch was stored")
+    };
+    assert_eq!(e.kind, ErrorKind::TimedOut);
+    assert!(names(&root.path().join("objects")).is_empty());
+    assert!(names(&root.path().join("tmp")).is_empty());
+    script.join().expect("script");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_follows_the_fetch_while_it_runs() {
+    let served = tempfile::tempdir().expect("tempdir");
+    let data = airlift_tests::pseudo_random(8_000_000, 10);
+    std::fs::write(served.path().join("ap1g7"), &data).expect("write");
+    let server = common::start(served.path());
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(root.path(), 1 << 30).expect("store");
+    let flight = store
+        .get(
+            &url(server.addr.port(), "ap1g7"),
+            Expected::default(),
+            &FetchOptions::default(),
+        )
+        .expect("get");
+    let started_running = matches!(flight.state(), FlightState::Running(_));
+    let mut reader = flight.reader().expect("reader");
+    let mut got = Vec::new();
+    while let Some(chunk) = reader.next_chunk(256 * 1024).await.expect("chunk") {
+        got.extend_from_slice(&chunk);
+    }
+    assert!(started_running);
+    assert!(got == data, "streamed content differs");
+    let obj = flight.wait().await.expect("done");
+    assert_eq!(obj.size, data.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_least_recently_used_image_is_evicted_under_the_cap() {
+    let served = tempfile::tempdir().expect("tempdir");
+    let a = airlift_tests::pseudo_random(1_000_000, 11);
+    let b = airlift_tests::pseudo_random(1_000_000, 12);
+    std::fs::write(served.path().join("a"), &a).expect("write");
+    std::fs::write(served.path().join("b"), &b).expect("write");
+    let server = common::start(served.path());
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(root.path(), 1_500_000).expect("store");
+    let port = server.addr.port();
+    let opts = FetchOptions::default();
+    store
+        .get(&url(port, "a"), Expected::default(), &opts)
+        .expect("get")
+        .wait()
+        .await
+        .expect("a");
+    // Make a older than b's fetch will be, whatever the file system's time granularity.
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    let a_path = root.path().join("objects").join(hex(&sha(&a)));
+    std::fs::File::options()
+        .append(true)
+        .open(&a_path)
+        .expect("open")
+        .set_modified(old)
+        .expect("mtime");
+    store
+        .get(&url(port, "b"), Expected::default(), &opts)
+        .expect("get")
+        .wait()
+        .await
+        .expect("b");
+    assert_eq!(names(&root.path().join("objects")), vec![hex(&sha(&b))]);
+    assert!(store.lookup(&sha(&a)).is_none());
+    assert!(store.lookup(&sha(&b)).is_some());
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
