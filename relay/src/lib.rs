@@ -35,6 +35,43 @@ pub use error::{ErrorKind, FetchError};
 pub use progress::Progress;
 pub use source::Source;
 
+/// Fetches `source` into `sink` with the protocol its scheme names; the one place that
+/// dispatches on the scheme ([`fetch_to_file`] and the [`store`] both use it).
+pub async fn fetch_into(
+    source: &Source,
+    opts: &FetchOptions,
+    sink: &mut (dyn Write + Send),
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<u64, FetchError> {
+    let local = |e: std::io::Error| FetchError::new(source, ErrorKind::LocalIo, e.to_string());
+    match source {
+        Source::Tftp { .. } => Ok(tftp::fetch(source, &opts.tftp, sink, progress).await?.bytes),
+        Source::Sftp { .. } => {
+            let Some(sftp_opts) = &opts.sftp else {
+                return Err(FetchError::new(
+                    source,
+                    ErrorKind::AuthenticationFailed,
+                    "no password or key given",
+                ));
+            };
+            Ok(sftp::fetch(source, sftp_opts, sink, progress).await?.bytes)
+        }
+        Source::File { path } => {
+            let mut f = File::open(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => FetchError::new(source, ErrorKind::NotFound, ""),
+                std::io::ErrorKind::PermissionDenied => {
+                    FetchError::new(source, ErrorKind::PermissionDenied, "")
+                }
+                _ => local(e),
+            })?;
+            let total = f.metadata().map(|m| m.len()).ok();
+            let n = std::io::copy(&mut f, sink).map_err(local)?;
+            progress(Progress { done: n, total });
+            Ok(n)
+        }
+    }
+}
+
 /// How fetches are made, per protocol.
 #[derive(Debug, Clone, Default)]
 pub struct FetchOptions {
@@ -68,40 +105,7 @@ pub async fn fetch_to_file(
         .map_err(local)?;
     let bytes = {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        let n = match source {
-            Source::Tftp { .. } => {
-                tftp::fetch(source, &opts.tftp, &mut w, progress)
-                    .await?
-                    .bytes
-            }
-            Source::Sftp { .. } => {
-                let Some(sftp_opts) = &opts.sftp else {
-                    return Err(FetchError::new(
-                        source,
-                        ErrorKind::AuthenticationFailed,
-                        "no password or key given",
-                    ));
-                };
-                sftp::fetch(source, sftp_opts, &mut w, progress)
-                    .await?
-                    .bytes
-            }
-            Source::File { path } => {
-                let mut f = File::open(path).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => {
-                        FetchError::new(source, ErrorKind::NotFound, "")
-                    }
-                    std::io::ErrorKind::PermissionDenied => {
-                        FetchError::new(source, ErrorKind::PermissionDenied, "")
-                    }
-                    _ => local(e),
-                })?;
-                let total = f.metadata().map(|m| m.len()).ok();
-                let n = std::io::copy(&mut f, &mut w).map_err(local)?;
-                progress(Progress { done: n, total });
-                n
-            }
-        };
+        let n = fetch_into(source, opts, &mut w, progress).await?;
         w.flush().map_err(local)?;
         n
     };

@@ -255,7 +255,8 @@ async fn run(
         .map_err(|e| err(ErrorKind::Protocol, e.to_string()))?;
     let mut stream = channel.into_stream();
     let mut conn = Conn {
-        buf: Vec::with_capacity(512 * 1024),
+        buf: Vec::with_capacity(2 << 20),
+        start: 0,
         framer: Framer::default(),
         out: Vec::with_capacity(4096),
     };
@@ -463,9 +464,12 @@ fn status_error(source: &Source, code: StatusCode, message: &str) -> FetchError 
     FetchError::new(source, kind, detail)
 }
 
-/// Framing over the channel stream.
+/// Framing over the channel stream: bytes are read straight into `buf`, packets are found
+/// from `start`, and the buffer is compacted only when the consumed head grows large (no
+/// memmove per packet).
 struct Conn {
     buf: Vec<u8>,
+    start: usize,
     framer: Framer,
     out: Vec<u8>,
 }
@@ -499,22 +503,24 @@ impl Conn {
         s: &mut S,
     ) -> Result<Vec<u8>, String> {
         loop {
-            match self.framer.next_packet(&self.buf) {
+            match self.framer.next_packet(&self.buf[self.start..]) {
                 Ok(Some(frame)) => {
                     let packet = frame.packet.to_vec();
-                    let used = frame.consumed;
-                    self.buf.drain(..used);
+                    self.start += frame.consumed;
                     return Ok(packet);
                 }
                 Ok(None) => {}
                 Err(e) => return Err(format!("bad SFTP packet from the server: {e}")),
             }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if self.start > 0 && (self.start == self.buf.len() || self.start >= 1 << 20) {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            self.buf.reserve(64 * 1024);
+            let n = s.read_buf(&mut self.buf).await.map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err("the server closed the SFTP channel".into());
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 }

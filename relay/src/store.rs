@@ -23,10 +23,10 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::FetchOptions;
 use crate::error::{ErrorKind, FetchError};
 use crate::progress::Progress;
 use crate::source::Source;
-use crate::{FetchOptions, sftp, tftp};
 
 /// What an image must be (from a bundle manifest, or `version.info` + the image's tar info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -293,29 +293,7 @@ impl Store {
                     total,
                 }));
             };
-            match source {
-                Source::Tftp { .. } => {
-                    tftp::fetch(source, &opts.tftp, &mut sink, &mut progress).await?;
-                }
-                Source::Sftp { .. } => {
-                    let Some(s) = &opts.sftp else {
-                        return Err(FetchError::new(
-                            source,
-                            ErrorKind::AuthenticationFailed,
-                            "no password or key given",
-                        ));
-                    };
-                    sftp::fetch(source, s, &mut sink, &mut progress).await?;
-                }
-                Source::File { path } => {
-                    let mut f = File::open(path).map_err(local)?;
-                    io::copy(&mut f, &mut sink).map_err(local)?;
-                    progress(Progress {
-                        done: sink.len,
-                        total: None,
-                    });
-                }
-            }
+            crate::fetch_into(source, opts, &mut sink, &mut progress).await?;
         }
         sink.file.sync_all().map_err(local)?;
         let sum: [u8; 32] = sink.hash.finalize().into();
