@@ -16,9 +16,8 @@
 //! the client sends meanwhile wait as bytes, capped at [`MAX_QUEUED_INPUT`], beyond which
 //! the session is closed as abusive (OpenSSH's client keeps at most 64 × 256 KiB in flight).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use bytes::Bytes;
 use russh::ChannelId;
@@ -45,11 +44,49 @@ impl SftpLog for Log {
     }
 }
 
+/// Bytes from the client not yet taken by the executor, shared by the russh handler
+/// (appends) and the executor (swaps the whole buffer out): one copy per byte, no allocation
+/// per SSH packet.
+#[derive(Debug, Default)]
+struct Shared {
+    buf: Vec<u8>,
+    /// No more input will come (client EOF/close, or the executor ended).
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct InputQueue {
+    state: Mutex<Shared>,
+    ready: Condvar,
+}
+
+impl InputQueue {
+    /// Waits for input; swaps it into `into` (which must be empty). False at the end.
+    fn take(&self, into: &mut Vec<u8>) -> bool {
+        let mut g = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while g.buf.is_empty() && !g.closed {
+            g = self.ready.wait(g).unwrap_or_else(PoisonError::into_inner);
+        }
+        if g.buf.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut g.buf, into);
+        true
+    }
+
+    fn close(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.ready.notify_one();
+    }
+}
+
 /// The sending side of a session's input, held by the russh handler.
 #[derive(Debug)]
 pub struct Input {
-    tx: Option<mpsc::Sender<Bytes>>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<InputQueue>,
 }
 
 /// The input queue is over [`MAX_QUEUED_INPUT`].
@@ -57,23 +94,39 @@ pub struct Input {
 pub struct Overflow;
 
 impl Input {
-    /// Hands bytes to the executor without blocking.
+    /// Hands bytes to the executor without blocking (appends to the shared buffer).
     pub fn push(&mut self, data: &[u8]) -> Result<(), Overflow> {
-        let Some(tx) = &self.tx else { return Ok(()) };
-        let before = self.queued.fetch_add(data.len(), Ordering::AcqRel);
-        if before.saturating_add(data.len()) > MAX_QUEUED_INPUT {
+        let mut g = self
+            .queue
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if g.closed {
+            // The executor ended (malformed packet) or input was closed: discard.
+            return Ok(());
+        }
+        if g.buf.len().saturating_add(data.len()) > MAX_QUEUED_INPUT {
             return Err(Overflow);
         }
-        if tx.send(Bytes::copy_from_slice(data)).is_err() {
-            // The executor ended (malformed packet); further input is discarded.
-            self.tx = None;
+        let was_empty = g.buf.is_empty();
+        g.buf.extend_from_slice(data);
+        drop(g);
+        if was_empty {
+            self.queue.ready.notify_one();
         }
         Ok(())
     }
 
     /// End of input (client EOF or close): the executor finishes the session.
     pub fn close(&mut self) {
-        self.tx = None;
+        self.queue.close();
+    }
+}
+
+/// A dropped input (the connection ended) ends the session too.
+impl Drop for Input {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -97,64 +150,69 @@ where
         + Send
         + 'static,
 {
-    let (in_tx, in_rx) = mpsc::channel::<Bytes>();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(InputQueue::default());
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(REPLY_QUEUE);
-    let counter = Arc::clone(&queued);
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = Arc::new(AtomicBool::new(false));
     let failed_in_thread = Arc::clone(&failed);
+    let exec_queue = Arc::clone(&queue);
     let thread = std::thread::Builder::new()
         .name("sftp".into())
         .spawn(move || {
             let framer = Framer::new(DEFAULT_MAX_PACKET_LEN);
-            let mut buf: Vec<u8> = Vec::new();
+            // `pending` holds an unfinished packet between takes; `incoming` is swapped with
+            // the shared buffer (so both keep their capacity).
+            let mut pending: Vec<u8> = Vec::new();
+            let mut incoming: Vec<u8> = Vec::new();
             let mut out: Vec<u8> = Vec::with_capacity(BATCH + 64 * 1024);
-            'session: while let Ok(first) = in_rx.recv() {
-                let mut chunk = Some(first);
-                while let Some(c) = chunk.take() {
-                    counter.fetch_sub(c.len(), Ordering::AcqRel);
-                    buf.extend_from_slice(&c);
-                    let mut pos = 0;
-                    loop {
-                        match framer.next_packet(&buf[pos..]) {
-                            Ok(Some(frame)) => {
-                                if let Err(e) = server.handle(frame.packet, &mut out) {
-                                    log.error(format_args!("{e}"));
-                                    failed_in_thread.store(true, Ordering::Release);
-                                    break 'session;
-                                }
-                                pos += frame.consumed;
-                                if out.len() >= BATCH {
-                                    let full = std::mem::replace(
-                                        &mut out,
-                                        Vec::with_capacity(BATCH + 64 * 1024),
-                                    );
-                                    if out_tx.blocking_send(Bytes::from(full)).is_err() {
-                                        break 'session;
-                                    }
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                log.error(format_args!("bad sftp packet: {e}"));
+            let send = |out: &mut Vec<u8>| {
+                let full = std::mem::replace(out, Vec::with_capacity(BATCH + 64 * 1024));
+                out_tx.blocking_send(Bytes::from(full)).is_ok()
+            };
+            'session: while exec_queue.take(&mut incoming) {
+                let from_pending = !pending.is_empty();
+                if from_pending {
+                    pending.extend_from_slice(&incoming);
+                    incoming.clear();
+                }
+                let data: &[u8] = if from_pending { &pending } else { &incoming };
+                let mut pos = 0;
+                loop {
+                    match framer.next_packet(&data[pos..]) {
+                        Ok(Some(frame)) => {
+                            if let Err(e) = server.handle(frame.packet, &mut out) {
+                                log.error(format_args!("{e}"));
                                 failed_in_thread.store(true, Ordering::Release);
                                 break 'session;
                             }
+                            pos += frame.consumed;
+                            if out.len() >= BATCH && !send(&mut out) {
+                                break 'session;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            log.error(format_args!("bad sftp packet: {e}"));
+                            failed_in_thread.store(true, Ordering::Release);
+                            break 'session;
                         }
                     }
-                    buf.drain(..pos);
-                    chunk = in_rx.try_recv().ok();
                 }
-                if !out.is_empty() {
-                    let full = std::mem::replace(&mut out, Vec::with_capacity(BATCH + 64 * 1024));
-                    if out_tx.blocking_send(Bytes::from(full)).is_err() {
-                        break;
-                    }
+                // Keep the unfinished tail for the next take.
+                if from_pending {
+                    pending.drain(..pos);
+                } else {
+                    pending.extend_from_slice(&incoming[pos..]);
+                    incoming.clear();
+                }
+                if !out.is_empty() && !send(&mut out) {
+                    break;
                 }
             }
+            // No more input is taken: the handler discards what still arrives.
+            exec_queue.close();
             // Replies to the requests before a malformed one still go out.
             if !out.is_empty() {
-                let _ = out_tx.blocking_send(Bytes::from(out));
+                send(&mut out);
             }
             drop(out_tx);
             server.finish();
@@ -174,13 +232,7 @@ where
         };
         on_end(handle, channel, write, status).await;
     });
-    Ok((
-        Input {
-            tx: Some(in_tx),
-            queued,
-        },
-        thread,
-    ))
+    Ok((Input { queue }, thread))
 }
 
 /// A boxed future type for [`start`]'s `on_end`.
