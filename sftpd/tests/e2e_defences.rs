@@ -604,3 +604,102 @@ fn banner_is_shown_and_max_sessions_is_enforced() {
         describe(&out)
     );
 }
+
+#[test]
+fn force_command_umask_start_dir_and_denylist_are_honoured() {
+    let v = Virtual::new("serverargs", "");
+    let config = v.config.replace(
+        "ForceCommand internal-sftp -l VERBOSE",
+        "ForceCommand internal-sftp -l VERBOSE -u 077 -d /images -P remove",
+    );
+    assert_ne!(config, v.config);
+    fs::write(v.jail.path().join("images/version.info"), b"17.9.4.27\n").expect("write");
+    let server = Sftpd::start(BIN, &config, &[]);
+    let src = tempfile::NamedTempFile::new().expect("tmp");
+    fs::write(src.path(), b"payload").expect("write");
+    airlift_tests::chmod(src.path(), 0o644);
+    let out = sftp_batch(
+        server.addr(),
+        "ap-fetch",
+        Login::Key(&v.key.private),
+        &format!(
+            "pwd\nput {} /upload/new.bin\n-rm /upload/new.bin\n",
+            src.path().display()
+        ),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    // -d: the session starts in /images (not the account's home, /upload).
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Remote working directory: /images"),
+        "{}",
+        describe(&out)
+    );
+    // -u 077: created 0600 although the client asked for 0644.
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(v.jail.path().join("upload/new.bin")).expect("uploaded");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // -P remove: the file is still there, with sftp-server's refusal line.
+    server.wait_for_line("Refusing denylisted remove request");
+}
+
+#[test]
+fn dump_with_conditions_and_bind_errors() {
+    let v = Virtual::new(
+        "dump",
+        "Match Address 10.0.0.0/8\nForceCommand internal-sftp -R\n",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("sshd_config");
+    fs::write(&cfg, &v.config).expect("config");
+    let key = dir.path().join("hostkey");
+    let dump = |spec: &str| {
+        let out = airlift_tests::run_with_timeout(
+            std::process::Command::new(BIN)
+                .arg("-T")
+                .arg("-f")
+                .arg(&cfg)
+                .arg("-h")
+                .arg(&key)
+                .args(["-C", spec]),
+            CLIENT_TIMEOUT,
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // First match wins: the global ForceCommand comes before the Match block in the file.
+    let local = dump("user=ap-fetch,addr=127.0.0.1,lport=22");
+    assert!(
+        local.contains("forcecommand internal-sftp -l VERBOSE\n"),
+        "{local}"
+    );
+    assert!(local.contains("usersfile "), "{local}");
+    // A port already in use: non-zero exit and sshd's words.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let out = airlift_tests::run_with_timeout(
+        std::process::Command::new(BIN)
+            .args(["-D", "-e", "-f"])
+            .arg(&cfg)
+            .arg("-h")
+            .arg(&key)
+            .args(["-o", "ListenAddress=127.0.0.1", "-p", &port.to_string()]),
+        CLIENT_TIMEOUT,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("Bind to port {port} on 127.0.0.1 failed")),
+        "{err}"
+    );
+    // -C without an address is refused.
+    let out = airlift_tests::run_with_timeout(
+        std::process::Command::new(BIN)
+            .arg("-T")
+            .arg("-f")
+            .arg(&cfg)
+            .args(["-C", "user=x"]),
+        CLIENT_TIMEOUT,
+    );
+    assert!(!out.status.success(), "{}", describe(&out));
+}
