@@ -351,8 +351,10 @@ impl SystemUser {
         }
         let out = run_with_timeout(cmd.arg(name), CLIENT_TIMEOUT);
         assert!(out.status.success(), "useradd: {}", describe(&out));
-        let mut chpasswd = Command::new("chpasswd");
-        let out = run_with_stdin_plain(&mut chpasswd, format!("{name}:{password}\n").as_bytes());
+        let out = run_with_stdin(
+            Command::new("chpasswd"),
+            format!("{name}:{password}\n").as_bytes(),
+        );
         assert!(out.status.success(), "chpasswd: {}", describe(&out));
         let uid = crate::uid_of(name).expect("uid of new user");
         let gid = id_g(name);
@@ -370,11 +372,6 @@ fn id_g(name: &str) -> u32 {
         .trim()
         .parse()
         .expect("gid")
-}
-
-fn run_with_stdin_plain(cmd: &mut Command, input: &[u8]) -> Output {
-    let c = std::mem::replace(cmd, Command::new("true"));
-    run_with_stdin(c, input)
 }
 
 impl Drop for SystemUser {
