@@ -16,6 +16,7 @@ use crate::models;
 use crate::report::{Code, Finding, Severity};
 use crate::scan::{self, Job, Outcome};
 use crate::source::{Entry, IoError, Limits, Opened, Source};
+use crate::tar::{TarError, TarSummary};
 use crate::version::{ApVersion, parse_controller_version, parse_version_info};
 
 /// The AP image version file.
@@ -84,6 +85,23 @@ pub struct FileReport {
     /// Lower-case hex MD5 (what CAPWAP's Image Information element carries), when hashed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
+}
+
+impl FileReport {
+    /// A file called `name` of `size` bytes, its role from its name, nothing else known yet.
+    pub fn new(name: &str, size: u64) -> FileReport {
+        FileReport {
+            name: name.to_owned(),
+            role: Role::of(name),
+            size,
+            known_family: None,
+            tar_members: None,
+            info_family: None,
+            info_version: None,
+            sha256: None,
+            md5: None,
+        }
+    }
 }
 
 /// Everything `validate` has to say about a bundle.
@@ -230,18 +248,8 @@ fn judge(
     }
 
     for (i, e) in entries.iter().enumerate() {
-        let role = Role::of(&e.name);
-        let mut file = FileReport {
-            name: e.name.clone(),
-            role,
-            size: e.size,
-            known_family: None,
-            tar_members: None,
-            info_family: None,
-            info_version: None,
-            sha256: None,
-            md5: None,
-        };
+        let mut file = FileReport::new(&e.name, e.size);
+        let role = file.role;
         if let Some(o) = outcome(i) {
             file.sha256.clone_from(&o.sha256);
             file.md5.clone_from(&o.md5);
@@ -276,8 +284,8 @@ fn judge(
                         Some(&e.name),
                         "an empty AP image",
                     ));
-                } else if let Some(o) = outcome(i) {
-                    check_image(e, o, version, &mut file, findings);
+                } else if let Some(tar) = outcome(i).and_then(|o| o.tar.as_ref()) {
+                    check_image(&e.name, tar, version, &mut file, findings);
                 }
             }
             Role::Other => findings.push(Finding::warning(
@@ -340,18 +348,21 @@ fn judge(
     }
 }
 
-/// The tar and info checks of one AP image.
-fn check_image(
-    e: &Entry,
-    o: &Outcome,
+/// The tar and info checks of one AP image called `name`, from the streaming tar check's
+/// verdict on its bytes: the archive is sound, and its `info`/`info.ver`/`ver` members name
+/// the family the file is named after and the version `version.info` says. Fills `file`'s
+/// tar and info fields and appends the findings. Also used by relay to verify an image it
+/// fetched when no manifest gives its hash.
+pub fn check_image(
+    name: &str,
+    tar: &Result<TarSummary, TarError>,
     version: Option<ApVersion>,
     file: &mut FileReport,
     findings: &mut Vec<Finding>,
 ) {
-    let name = e.name.as_str();
-    let summary = match &o.tar {
-        Some(Ok(s)) => s,
-        Some(Err(err)) => {
+    let summary = match tar {
+        Ok(s) => s,
+        Err(err) => {
             findings.push(Finding::error(
                 Code::BadTar,
                 Some(name),
@@ -359,7 +370,6 @@ fn check_image(
             ));
             return;
         }
-        None => return,
     };
     file.tar_members = Some(summary.members.len());
     for w in &summary.warnings {

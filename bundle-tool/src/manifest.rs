@@ -115,19 +115,25 @@ impl Manifest {
         file.take(MAX_MANIFEST + 1)
             .read_to_end(&mut bytes)
             .map_err(io)?;
+        Manifest::parse(&bytes, &path)
+    }
+
+    /// Parses the bytes of a `manifest.json` (`path` names it in errors); also used by relay
+    /// for a manifest fetched from a server.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Manifest, ManifestError> {
         if bytes.len() as u64 > MAX_MANIFEST {
             return Err(ManifestError::Invalid {
-                path: path.clone(),
+                path: path.to_owned(),
                 why: format!("larger than {MAX_MANIFEST} bytes"),
             });
         }
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| ManifestError::Invalid {
-            path: path.clone(),
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid {
+            path: path.to_owned(),
             why: e.to_string(),
         })?;
         if m.format != FORMAT {
             return Err(ManifestError::Invalid {
-                path,
+                path: path.to_owned(),
                 why: format!("format {:?}, expected {FORMAT:?}", m.format),
             });
         }

@@ -243,29 +243,7 @@ pub fn stage(bundle: &Path, root: &Path, opts: &StageOptions<'_>) -> Result<Stag
         set_mode(&dir, 0o755)?;
     }
 
-    let replaced = match renameat2(
-        AT_FDCWD,
-        &staging,
-        AT_FDCWD,
-        &dest,
-        RenameFlags::RENAME_NOREPLACE,
-    ) {
-        Ok(()) => false,
-        Err(nix::errno::Errno::EEXIST) if opts.force => {
-            renameat2(
-                AT_FDCWD,
-                &staging,
-                AT_FDCWD,
-                &dest,
-                RenameFlags::RENAME_EXCHANGE,
-            )
-            .map_err(|e| IoError::new(&dest, e.into()))?;
-            // The old version now sits at the staging path; Undo removes it.
-            true
-        }
-        Err(nix::errno::Errno::EEXIST) => return Err(StageError::Exists(dest)),
-        Err(e) => return Err(IoError::new(&dest, e.into()).into()),
-    };
+    let replaced = publish(&staging, &dest, opts.force)?;
     if !replaced {
         undo.staging = None;
     }
@@ -310,6 +288,35 @@ pub fn stage(bundle: &Path, root: &Path, opts: &StageOptions<'_>) -> Result<Stag
         current,
         cleaned,
     })
+}
+
+/// Renames the finished folder `staging` to `dest` in one step: `RENAME_NOREPLACE`, or, when
+/// `dest` exists and `force` is given, `RENAME_EXCHANGE` with it. Returns whether it replaced
+/// an old folder, which then sits at `staging` for the caller to remove. A reader of `dest`
+/// sees the old folder or the new one, never a mix. (Also used by `relay bundle`.)
+pub fn publish(staging: &Path, dest: &Path, force: bool) -> Result<bool, StageError> {
+    match renameat2(
+        AT_FDCWD,
+        staging,
+        AT_FDCWD,
+        dest,
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => Ok(false),
+        Err(nix::errno::Errno::EEXIST) if force => {
+            renameat2(
+                AT_FDCWD,
+                staging,
+                AT_FDCWD,
+                dest,
+                RenameFlags::RENAME_EXCHANGE,
+            )
+            .map_err(|e| IoError::new(dest, e.into()))?;
+            Ok(true)
+        }
+        Err(nix::errno::Errno::EEXIST) => Err(StageError::Exists(dest.to_owned())),
+        Err(e) => Err(IoError::new(dest, e.into()).into()),
+    }
 }
 
 /// Refuses an existing destination (without `--force`) and a `current` that is not a link.

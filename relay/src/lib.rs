@@ -20,20 +20,27 @@
 //!
 //! Not yet: `relay bundle` and `relay check`, and the store's use of bundle manifests.
 
+pub mod bundle;
+pub mod check;
 pub mod error;
+pub mod folder;
 pub mod progress;
 pub mod sftp;
 pub mod source;
 pub mod store;
 pub mod tftp;
+pub mod verify;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use verify::Verifier;
+
 pub use error::{ErrorKind, FetchError};
 pub use progress::Progress;
 pub use source::Source;
+pub use verify::Expected;
 
 /// Fetches `source` into `sink` with the protocol its scheme names; the one place that
 /// dispatches on the scheme ([`fetch_to_file`] and the [`store`] both use it).
@@ -90,6 +97,19 @@ pub async fn fetch_to_file(
     opts: &FetchOptions,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<u64, FetchError> {
+    let done = fetch_verified(source, target, opts, Expected::default(), progress).await?;
+    Ok(done.size)
+}
+
+/// [`fetch_to_file`], and `target` appears only if the bytes are also what `expected` says
+/// (size, SHA-256, or an AP image's own tar and info members).
+pub async fn fetch_verified(
+    source: &Source,
+    target: &Path,
+    opts: &FetchOptions,
+    expected: Expected,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<verify::Verified, FetchError> {
     let local = |e: std::io::Error| FetchError::new(source, ErrorKind::LocalIo, e.to_string());
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -103,13 +123,13 @@ pub async fn fetch_to_file(
         .prefix(&format!(".{name}.relay-"))
         .tempfile_in(dir)
         .map_err(local)?;
-    let bytes = {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        let n = fetch_into(source, opts, &mut w, progress).await?;
+    let done = {
+        let mut w = Verifier::new(BufWriter::with_capacity(1 << 20, tmp.as_file()), expected);
+        fetch_into(source, opts, &mut w, progress).await?;
         w.flush().map_err(local)?;
-        n
+        w.finish(source)?.0
     };
     tmp.as_file().sync_all().map_err(local)?;
     tmp.persist(target).map_err(|e| local(e.error))?;
-    Ok(bytes)
+    Ok(done)
 }

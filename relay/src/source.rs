@@ -145,13 +145,56 @@ fn host_port(authority: &str, default: u16, whole: &str) -> Result<(String, u16)
 impl Source {
     /// Parses a source URL.
     pub fn parse(url: &str) -> Result<Source, SourceError> {
+        Source::parse_with(url, false)
+    }
+
+    /// Parses the URL of a folder (`relay bundle`, `relay check`): like [`Source::parse`],
+    /// but the server's top folder (`tftp://host/`, `sftp://user@host/`) is allowed.
+    pub fn parse_folder(url: &str) -> Result<Source, SourceError> {
+        Source::parse_with(url, true)
+    }
+
+    /// The file `name` inside this folder (`…/EWC_17_9_4a` + `ap1g7` → `…/EWC_17_9_4a/ap1g7`).
+    pub fn join(&self, name: &str) -> Source {
+        let joined = |path: &str| {
+            let base = path.trim_end_matches('/');
+            if base.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{base}/{name}")
+            }
+        };
+        match self {
+            Source::Tftp { host, port, path } => Source::Tftp {
+                host: host.clone(),
+                port: *port,
+                path: joined(path),
+            },
+            Source::Sftp {
+                user,
+                host,
+                port,
+                path,
+            } => Source::Sftp {
+                user: user.clone(),
+                host: host.clone(),
+                port: *port,
+                path: format!("{}/{name}", path.trim_end_matches('/')),
+            },
+            Source::File { path } => Source::File {
+                path: path.join(name),
+            },
+        }
+    }
+
+    fn parse_with(url: &str, folder: bool) -> Result<Source, SourceError> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| SourceError::Scheme(redact_raw(url)))?;
         match scheme.to_ascii_lowercase().as_str() {
             "file" => {
                 let path = rest.strip_prefix("localhost").unwrap_or(rest);
-                if !path.starts_with('/') || path.len() < 2 {
+                if !path.starts_with('/') || (path.len() < 2 && !folder) {
                     return Err(SourceError::NoPath(url.to_owned()));
                 }
                 Ok(Source::File {
@@ -164,7 +207,7 @@ impl Source {
                     None => (rest, ""),
                 };
                 let decoded = percent_decode(path, url)?;
-                if decoded.trim_start_matches('/').is_empty() {
+                if decoded.trim_start_matches('/').is_empty() && !folder {
                     return Err(SourceError::NoPath(redact_raw(url)));
                 }
                 if scheme.eq_ignore_ascii_case("tftp") {
@@ -254,6 +297,39 @@ impl fmt::Debug for Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folders_join_their_files_as_the_controller_names_them() {
+        let cases = [
+            (
+                "sftp://calo@172.16.5.62/Documents/sftp_files/EWC_17_9_4a/",
+                "sftp://*****@172.16.5.62/Documents/sftp_files/EWC_17_9_4a/ap3g3",
+            ),
+            (
+                "tftp://172.16.5.27/Wrong-Path",
+                "tftp://172.16.5.27/Wrong-Path/ap3g3",
+            ),
+            ("tftp://172.16.5.27/", "tftp://172.16.5.27/ap3g3"),
+            ("tftp://172.16.5.27", "tftp://172.16.5.27/ap3g3"),
+            ("sftp://calo@[::1]:2222/", "sftp://*****@[::1]:2222/ap3g3"),
+            ("file:///srv/tftp/EWC", "file:///srv/tftp/EWC/ap3g3"),
+            ("file:///", "file:///ap3g3"),
+        ];
+        for (folder, file) in cases {
+            let f = Source::parse_folder(folder).expect(folder);
+            assert_eq!(f.join("ap3g3").to_string(), file, "{folder}");
+            assert_eq!(f.join("ap3g3").file_name(), "ap3g3");
+        }
+        // A file URL still needs a path.
+        assert!(Source::parse("tftp://172.16.5.27/").is_err());
+        assert!(Source::parse("file:///").is_err());
+        assert_eq!(
+            Source::parse_folder("tftp://172.16.5.27/EWC/")
+                .expect("folder")
+                .join("version.info"),
+            Source::parse("tftp://172.16.5.27/EWC/version.info").expect("file")
+        );
+    }
 
     #[test]
     fn the_documents_urls_parse_and_print_like_the_controller() {

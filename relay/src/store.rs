@@ -15,27 +15,19 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::FetchOptions;
 use crate::error::{ErrorKind, FetchError};
 use crate::progress::Progress;
 use crate::source::Source;
-
-/// What an image must be (from a bundle manifest, or `version.info` + the image's tar info).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Expected {
-    /// Exact size in bytes.
-    pub size: Option<u64>,
-    /// SHA-256.
-    pub sha256: Option<[u8; 32]>,
-}
+pub use crate::verify::Expected;
+use crate::verify::{Verifier, hex};
 
 /// A verified image in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,10 +161,6 @@ pub struct Store {
     fetches: std::sync::atomic::AtomicU64,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Store {
     /// Opens (creating) a store under `root` holding at most `cap` bytes of images. Leftover
     /// temporaries of an earlier run are removed.
@@ -235,10 +223,8 @@ impl Store {
             .prefix("fetch-")
             .tempfile_in(self.root.join("tmp"))?;
         let (tmp_file, tmp_path) = tmp.keep().map_err(|e| e.error)?;
-        let (tx, rx) = watch::channel(FlightState::Running(Progress {
-            done: 0,
-            total: expected.size,
-        }));
+        let total = expected.size;
+        let (tx, rx) = watch::channel(FlightState::Running(Progress { done: 0, total }));
         let flight = Arc::new(Flight {
             state: rx,
             tmp: tmp_path.clone(),
@@ -280,48 +266,26 @@ impl Store {
         tx: &watch::Sender<FlightState>,
     ) -> Result<Object, FetchError> {
         let local = |e: io::Error| FetchError::new(source, ErrorKind::LocalIo, e.to_string());
-        let mut sink = Hashing {
-            file,
-            hash: Sha256::new(),
-            len: 0,
-        };
+        let known = expected.size;
+        let mut sink = Verifier::new(file, expected);
         {
             let mut progress = |p: Progress| {
-                let total = expected.size.or(p.total);
                 let _ = tx.send(FlightState::Running(Progress {
                     done: p.done,
-                    total,
+                    total: known.or(p.total),
                 }));
             };
             crate::fetch_into(source, opts, &mut sink, &mut progress).await?;
         }
-        sink.file.sync_all().map_err(local)?;
-        let sum: [u8; 32] = sink.hash.finalize().into();
-        if let Some(size) = expected.size
-            && size != sink.len
-        {
-            return Err(FetchError::new(
-                source,
-                ErrorKind::Verification,
-                format!("expected {size} bytes, got {}", sink.len),
-            ));
-        }
-        if let Some(want) = expected.sha256
-            && want != sum
-        {
-            return Err(FetchError::new(
-                source,
-                ErrorKind::Verification,
-                format!("SHA-256 {} is not the expected {}", hex(&sum), hex(&want)),
-            ));
-        }
-        let final_path = self.root.join("objects").join(hex(&sum));
+        let (done, file) = sink.finish(source)?;
+        file.sync_all().map_err(local)?;
+        let final_path = self.root.join("objects").join(hex(&done.sha256));
         fs::rename(tmp, &final_path).map_err(local)?;
         self.evict(&final_path);
         Ok(Object {
             path: final_path,
-            size: sink.len,
-            sha256: hex(&sum),
+            size: done.size,
+            sha256: hex(&done.sha256),
         })
     }
 
@@ -348,25 +312,5 @@ impl Store {
                 total = total.saturating_sub(len);
             }
         }
-    }
-}
-
-/// Writes to the temporary and hashes on the way.
-struct Hashing {
-    file: File,
-    hash: Sha256,
-    len: u64,
-}
-
-impl Write for Hashing {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
     }
 }

@@ -77,6 +77,25 @@ pub async fn fetch(
     sink: &mut (dyn Write + Send),
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Fetched, FetchError> {
+    Ok(request(source, opts, sink, progress, false).await?.0)
+}
+
+/// Asks for `source` as a fetch would, and ends the transfer as soon as the server answers:
+/// `Ok` means the file exists and is readable, with its size when the server sent `tsize`
+/// (or the whole file fit in the first block). TFTP has no other way to ask.
+pub async fn probe(source: &Source, opts: &TftpOptions) -> Result<Option<u64>, FetchError> {
+    let (fetched, complete) =
+        request(source, opts, &mut std::io::sink(), &mut |_| {}, true).await?;
+    Ok(fetched.announced.or(complete.then_some(fetched.bytes)))
+}
+
+async fn request(
+    source: &Source,
+    opts: &TftpOptions,
+    sink: &mut (dyn Write + Send),
+    progress: &mut (dyn FnMut(Progress) + Send),
+    probe: bool,
+) -> Result<(Fetched, bool), FetchError> {
     let Source::Tftp { host, port, path } = source else {
         return Err(FetchError::new(
             source,
@@ -97,19 +116,19 @@ pub async fn fetch(
         .map_err(|e| FetchError::new(source, ErrorKind::LocalIo, e.to_string()))?;
     let asked = opts.requested();
     match transfer(
-        source, &socket, server, path, asked, opts, deadline, sink, progress,
+        source, &socket, server, path, asked, opts, deadline, sink, progress, probe,
     )
     .await
     {
         Err(Retry::WithoutOptions) if !asked.is_empty() => {
             let plain = Requested::default();
-            let mut done = transfer(
-                source, &socket, server, path, plain, opts, deadline, sink, progress,
+            let (mut done, complete) = transfer(
+                source, &socket, server, path, plain, opts, deadline, sink, progress, probe,
             )
             .await
             .map_err(Retry::into_error)?;
             done.fell_back = true;
-            Ok(done)
+            Ok((done, complete))
         }
         other => other.map_err(Retry::into_error),
     }
@@ -160,7 +179,8 @@ async fn transfer(
     deadline: Instant,
     sink: &mut (dyn Write + Send),
     progress: &mut (dyn FnMut(Progress) + Send),
-) -> Result<Fetched, Retry> {
+    probe: bool,
+) -> Result<(Fetched, bool), Retry> {
     let fail = |kind, detail: String| Retry::Fail(FetchError::new(source, kind, detail));
     let policy = RetransmitPolicy::tftpd_hpa(opts.retransmit);
     let mut r = Receiver::client(server, path.as_bytes(), Mode::Octet, asked, policy);
@@ -190,11 +210,14 @@ async fn transfer(
                             format!("server announced {size} bytes, sent {written}"),
                         ));
                     }
-                    Ok(Fetched {
-                        bytes: written,
-                        announced,
-                        fell_back: false,
-                    })
+                    Ok((
+                        Fetched {
+                            bytes: written,
+                            announced,
+                            fell_back: false,
+                        },
+                        true,
+                    ))
                 }
                 Outcome::Failed(e) => Err(classify(source, e, &asked, written)),
             };
@@ -229,6 +252,17 @@ async fn transfer(
                     progress(Progress { done: written, total: announced });
                 } else if announced.is_none() {
                     announced = r.agreed().tsize;
+                }
+                if probe && r.answered() && r.outcome().is_none() {
+                    // The file is there: end the transfer (RFC 2347 lets a client end it
+                    // after the OACK with ERROR 8; after DATA, ERROR 0).
+                    let code = if written == 0 { ErrorCode::OptionNegotiation } else { ErrorCode::Undefined };
+                    r.abort(code, "probe only");
+                    while let Some(Transmit::Packet { dest, bytes }) = r.poll_transmit(Instant::now()) {
+                        let _ = socket.send_to(bytes, dest).await;
+                    }
+                    let fetched = Fetched { bytes: written, announced, fell_back: false };
+                    return Ok((fetched, false));
                 }
             }
             () = tokio::time::sleep_until(wake.into()) => {

@@ -2,6 +2,7 @@
 //! 50 concurrent requests, verification, interrupted fetches, readers that follow a running
 //! fetch, and LRU eviction.
 
+#[allow(dead_code)] // each test binary uses part of it
 mod common;
 
 use std::net::UdpSocket as StdUdp;
@@ -42,10 +43,11 @@ async fn fifty_requests_for_one_image_make_one_upstream_transfer() {
     let expected = Expected {
         size: Some(data.len() as u64),
         sha256: Some(sha(&data)),
+        image: None,
     };
     let opts = FetchOptions::default();
     let flights: Vec<_> = (0..50)
-        .map(|_| store.get(&src, expected, &opts).expect("get"))
+        .map(|_| store.get(&src, expected.clone(), &opts).expect("get"))
         .collect();
     let mut objects = Vec::new();
     for f in &flights {
@@ -88,6 +90,7 @@ async fn a_wrong_hash_or_an_interrupted_fetch_stores_nothing() {
     let wrong = Expected {
         size: Some(data.len() as u64),
         sha256: Some([7u8; 32]),
+        image: None,
     };
     let Err(e) = store
         .get(

@@ -1,6 +1,7 @@
 //! relay's TFTP client against our tftpd (in-process, on loopback) and against a scripted
 //! server that refuses options: rollover, wrong path, silence, fallback, atomic output.
 
+#[allow(dead_code)] // each test binary uses part of it
 mod common;
 
 use std::net::{SocketAddr, UdpSocket as StdUdp};

@@ -1,4 +1,6 @@
-//! Our tftpd, in-process on loopback, for relay's tests.
+//! Our tftpd, in-process on loopback, for relay's tests (and [`sftpd`]: our sftpd).
+
+pub mod sftpd;
 
 use std::net::{SocketAddr, UdpSocket as StdUdp};
 use std::path::Path;
@@ -27,6 +29,12 @@ impl Drop for Server {
 }
 
 pub fn start(dir: &Path) -> Server {
+    start_with_retransmit(dir, Duration::from_secs(1))
+}
+
+/// Like [`start`], with the server's first retransmission after `retransmit` instead of 1 s
+/// (a lossy-link test shortens it so that each loss costs little time).
+pub fn start_with_retransmit(dir: &Path, retransmit: Duration) -> Server {
     let (logger, log) = Logger::capture(1);
     let sock = StdUdp::bind("127.0.0.1:0").expect("bind");
     let listener = Listener::from_std(sock).expect("listener");
@@ -36,7 +44,7 @@ pub fn start(dir: &Path) -> Server {
         create: false,
         permissive: true,
         limits: ServerLimits::default(),
-        retransmit: Duration::from_secs(1),
+        retransmit,
         ports: PortRange::new(None),
         remap: Default::default(),
         log: logger,

@@ -366,6 +366,11 @@ impl Receiver {
         c
     }
 
+    /// Client: whether the server has answered the request (with an OACK or the first DATA).
+    pub fn answered(&self) -> bool {
+        self.phase != Phase::AwaitRequestAnswer
+    }
+
     /// Client: what the server agreed to (RFC 1350 defaults until an OACK arrives).
     pub fn agreed(&self) -> Agreed {
         self.agreed
