@@ -239,7 +239,11 @@ impl Session {
         let err = |kind, detail: String| FetchError::new(source, kind, detail);
         let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
             .await
-            .map_err(|e| err(ErrorKind::Unreachable, e.to_string()))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => err(ErrorKind::Unreachable, String::new()),
+                std::io::ErrorKind::TimedOut => err(ErrorKind::TimedOut, e.to_string()),
+                _ => err(ErrorKind::Unreachable, e.to_string()),
+            })?;
         let _ = tcp.set_nodelay(true);
         let verdict = Arc::new(Mutex::new(None));
         let client = Client {

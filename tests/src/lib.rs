@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: run a real server binary on a free loopback port,
 //! drive real clients (curl, tftp-hpa's `tftp`, atftp) with a deadline, and talk raw TFTP
-//! over a std `UdpSocket` when a test needs to see or misbehave on the wire.
+//! over a std `UdpSocket` when a test needs to see or misbehave on the wire; [`udp_proxy`]
+//! puts deterministic loss and duplication between a TFTP client and server.
 //!
 //! Nothing here builds anything: callers pass the binary's path (for the tftpd crate's
 //! integration tests, `env!("CARGO_BIN_EXE_tftpd")`). Every spawned process is killed when its
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub mod sftp;
+pub mod udp_proxy;
 
 /// How long any client invocation may take before it is killed and the test fails.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -231,9 +231,14 @@ impl Receiver {
         }
         self.link.stats.duplicates += 1;
         if block == self.cfg.rollover.wire(self.received) {
-            // Our ACK for it was lost and the sender repeated it.
-            self.link.stats.retransmitted += 1;
-            self.send_ack(now, self.received);
+            // A repeat of the newest block. Once acknowledged, it means our ACK was lost and
+            // the sender repeated it: acknowledge it again. Mid-window it was never
+            // acknowledged, so it is a network duplicate; an ACK now would read as a gap
+            // report and make the sender resend the rest of the window.
+            if self.since_ack == 0 {
+                self.link.stats.retransmitted += 1;
+                self.send_ack(now, self.received);
+            }
         } else if !self.gap_reported
             && self.linger_until.is_none()
             && self

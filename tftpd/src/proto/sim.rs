@@ -518,6 +518,85 @@ fn duplicated_acks_never_cause_resends() {
     assert!(s.duplicates >= 200);
 }
 
+/// The ACKs a receiver sends now, as block numbers.
+fn acks_now(r: &mut Receiver, now: Instant) -> Vec<u16> {
+    let mut acks = Vec::new();
+    while let Some(t) = r.poll_transmit(now) {
+        if let Transmit::Packet { bytes, .. } = t
+            && let Ok(Packet::Ack { block }) = Packet::decode(bytes)
+        {
+            acks.push(block);
+        }
+    }
+    acks
+}
+
+#[test]
+fn a_repeated_block_is_acknowledged_again_only_once_acknowledged() {
+    let now = Instant::now();
+    let peer = addr(CLIENT);
+    let block = vec![7u8; 512];
+    let data = |n: u16| {
+        Packet::Data {
+            block: n,
+            data: &block,
+        }
+        .to_vec()
+    };
+    // Lock-step: a repeat of the last block means our ACK was lost: ACK it again.
+    let mut r = Receiver::server(peer, RecvConfig::default(), None);
+    assert_eq!(acks_now(&mut r, now), [0]);
+    r.handle_datagram(now, peer, &data(1));
+    assert_eq!(acks_now(&mut r, now), [1]);
+    r.handle_datagram(now, peer, &data(1));
+    assert_eq!(acks_now(&mut r, now), [1]);
+    // Windowed: a repeat of the newest block mid-window was never acknowledged, so it is
+    // a network duplicate; an ACK for it would make the sender resend the window.
+    let cfg = RecvConfig {
+        windowsize: 4,
+        ..RecvConfig::default()
+    };
+    let mut r = Receiver::server(peer, cfg, None);
+    assert_eq!(acks_now(&mut r, now), [0]);
+    for n in [1, 1, 2, 2, 3] {
+        r.handle_datagram(now, peer, &data(n));
+        assert_eq!(acks_now(&mut r, now), [0u16; 0], "after DATA {n}");
+    }
+    r.handle_datagram(now, peer, &data(4));
+    assert_eq!(acks_now(&mut r, now), [4]);
+    // Block 4 was acknowledged: a repeat of it means that ACK was lost.
+    r.handle_datagram(now, peer, &data(4));
+    assert_eq!(acks_now(&mut r, now), [4]);
+}
+
+#[test]
+fn duplicated_data_inside_a_window_never_causes_resends() {
+    // A repeat of the newest block mid-window is a network duplicate, not a sign that an
+    // ACK was lost: answering it would make the sender go back and resend the window.
+    let impair = Impair {
+        dup: 1000,
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let file = pattern(1468 * 320 + 5);
+    let asked = Requested {
+        blksize: Some(1468),
+        windowsize: Some(16),
+        ..Default::default()
+    };
+    let mut net = Net::new(15, impair);
+    net.record = true;
+    let r = run(true, &file, asked, fast_server(), net);
+    assert_complete(&r, true, &file);
+    let data_sent = r
+        .net
+        .sent
+        .iter()
+        .filter(|(_, from, b)| *from == addr(SERVER) && b.get(1) == Some(&3))
+        .count();
+    assert_eq!(data_sent, 321, "each block sent once");
+}
+
 #[test]
 fn upload_lockstep_and_windowed_with_loss() {
     let impair = Impair {
