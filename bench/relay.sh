@@ -47,7 +47,7 @@ fi
 command -v curl >/dev/null || die "curl not found"
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building relay and tftpd (release)"
-    (cd "$REPO" && cargo build --release --locked -p relay -p tftpd >&2)
+    (cd "$REPO" && cargo build --release --locked -p relay -p tftpd -p bundle-tool >&2)
 fi
 
 WORK=$(mktemp -d /tmp/airlift-relay-bench.XXXXXX)
@@ -64,7 +64,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$WORK/srv" "$WORK/out"
-head -c "$SIZE" /dev/urandom >"$WORK/srv/ap1g8"
+# The image: bundle-tool's synthetic ap1g8 (a tar with info members around incompressible
+# bytes, the real image's size), so relay checks it as an AP image, as it does in use.
+"$REPO/target/release/bundle-tool" synth --version 17.9.4.27 --families ap1g8 --scale 1 \
+    --no-controller-image --out "$WORK/synth.zip" >/dev/null || die "bundle-tool synth failed"
+python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("ap1g8"))' \
+    "$WORK/synth.zip" >"$WORK/srv/ap1g8"
+rm -f "$WORK/synth.zip"
+[[ $(stat -c %s "$WORK/srv/ap1g8") == "$SIZE" ]] || die "the synthetic ap1g8 is not $SIZE bytes"
 chmod -R a+rX "$WORK/srv"
 
 # SFTP: a system user with a random password; sshd with its own config on a loopback port.
@@ -153,7 +160,7 @@ REPORT=$WORK/report.md
 {
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — relay fetch vs curl (bench/relay.sh)"
     echo
-    echo "- $(nproc) CPUs, REPS=$REPS, ABBA order, 70,512,640-byte file, every download compared with cmp; git $(cd "$REPO" && git rev-parse --short HEAD)"
+    echo "- $(nproc) CPUs, REPS=$REPS, ABBA order, 70,512,640-byte synthetic ap1g8 (relay also checks it as an image: tar structure and info members), every download compared with cmp; git $(cd "$REPO" && git rev-parse --short HEAD)"
     echo "- ratio = curl median / relay median (> 1: relay faster)"
     echo
     echo "| # | row | curl median s | relay median s | ratio |"

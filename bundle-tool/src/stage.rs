@@ -188,13 +188,7 @@ pub fn stage(bundle: &Path, root: &Path, opts: &StageOptions<'_>) -> Result<Stag
     }
 
     let mut undo = Undo::default();
-    let staging = root.join(format!(
-        "{STAGING_PREFIX}{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
+    let staging = root.join(unique_name(STAGING_PREFIX));
     std::fs::create_dir(&staging).map_err(|e| IoError::new(&staging, e))?;
     undo.staging = Some(staging.clone());
     set_mode(&staging, 0o755)?;
@@ -288,6 +282,18 @@ pub fn stage(bundle: &Path, root: &Path, opts: &StageOptions<'_>) -> Result<Stag
         current,
         cleaned,
     })
+}
+
+/// `prefix` followed by the process id and the time in nanoseconds: a name for a staging
+/// folder that no other run uses (also used by `relay bundle`).
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )
 }
 
 /// Renames the finished folder `staging` to `dest` in one step: `RENAME_NOREPLACE`, or, when

@@ -24,7 +24,7 @@ use bundle_tool::check::{
 use bundle_tool::manifest::{MANIFEST, MAX_MANIFEST, Manifest};
 use bundle_tool::models;
 use bundle_tool::source::Limits;
-use bundle_tool::stage::publish;
+use bundle_tool::stage::{publish, unique_name};
 use bundle_tool::version::{ApVersion, MAX_VERSION_FILE, parse_version_info};
 
 use crate::FetchOptions;
@@ -142,13 +142,7 @@ pub async fn bundle(
     if !bopts.force && fs::symlink_metadata(out).is_ok() {
         return Err(bundle_tool::stage::StageError::Exists(out.to_owned()).into());
     }
-    let staging = parent.join(format!(
-        "{STAGING_PREFIX}{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
+    let staging = parent.join(unique_name(STAGING_PREFIX));
     fs::create_dir(&staging).map_err(io_at(&staging))?;
     let mut cleanup = Cleanup(Some(staging.clone()));
 

@@ -71,6 +71,8 @@ pub struct Family {
     pub models: Vec<String>,
     /// Asked for with `--families`.
     pub required: bool,
+    /// Looked for (false when an earlier step failed).
+    pub checked: bool,
     /// Why it could not be looked at (other than being absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -100,6 +102,7 @@ impl std::fmt::Display for CheckReport {
         }
         for fam in &self.families {
             let state = match (&fam.error, fam.present) {
+                _ if !fam.checked => "not checked".to_owned(),
                 (Some(e), _) => format!("FAIL    {e}"),
                 (None, true) => match fam.size {
                     Some(n) => format!("present {n} bytes"),
@@ -196,6 +199,7 @@ pub async fn check(
             size: None,
             models: models_of(name),
             required: *required,
+            checked: false,
             error: None,
         })
         .collect();
@@ -227,6 +231,12 @@ async fn run(
             steps.push(step(name, Status::Skipped, ""));
         }
     };
+    if matches!(folder, Source::Sftp { .. }) && opts.sftp.is_none() {
+        steps.push(step("server", Status::Skipped, ""));
+        steps.push(step("login", Status::Fail, "no password or key given"));
+        skip_rest(steps, 2);
+        return false;
+    }
     // Server and login: SFTP logs in here; TFTP has neither a connection nor a login.
     let mut dir = match Folder::open(folder, opts).await {
         Ok(d) => d,
@@ -351,6 +361,7 @@ async fn run(
     }
     // Families.
     for fam in fams.iter_mut() {
+        fam.checked = true;
         match dir.probe(&fam.family).await {
             Ok(size) => {
                 fam.present = true;

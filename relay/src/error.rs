@@ -17,7 +17,9 @@ pub enum ErrorKind {
     AuthenticationFailed,
     /// The server's host key does not match the known one.
     HostKeyMismatch,
-    /// The name does not resolve or the connection was refused.
+    /// The host name does not resolve.
+    UnknownHost,
+    /// The connection was refused (or the network is unreachable).
     Unreachable,
     /// The server broke the protocol or reported another error.
     Protocol,
@@ -36,6 +38,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "Permission denied",
             ErrorKind::AuthenticationFailed => "Authentication failed",
             ErrorKind::HostKeyMismatch => "Host key mismatch",
+            ErrorKind::UnknownHost => "Name or service not known",
             ErrorKind::Unreachable => "Connection refused",
             ErrorKind::Protocol => "Protocol error",
             ErrorKind::Verification => "Verification failed",
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission-denied",
             ErrorKind::AuthenticationFailed => "authentication-failed",
             ErrorKind::HostKeyMismatch => "host-key-mismatch",
+            ErrorKind::UnknownHost => "unknown-host",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Verification => "verification",

@@ -1,24 +1,26 @@
 //! # relay — fetch AP images from TFTP and SFTP servers, once, verified
 //!
-//! The fetching half of the controller, and a CLI an administrator runs to test a server
-//! before any AP joins. **In progress** (issue 5). Built so far:
+//! The fetching half of the controller, and a CLI (`relay fetch | bundle | check`) an
+//! administrator runs to test a server before any AP joins.
 //! - [`source`]: `tftp://`, `sftp://` and `file://` sources, printed as the controller logs them
 //!   (the SFTP user masked: `sftp://*****@172.16.5.62/…`).
 //! - [`error`]: errors worded as the controller logs them
 //!   (`Failed to download file tftp://…/ap1g6: No such file or directory`) with a kind.
 //! - [`tftp`]: the TFTP client on tftpd's sans-IO core (blksize, tsize, timeout, windowsize;
-//!   fallback without options after ERROR 8; rollover; overall deadline).
-//! - [`fetch_to_file`]: a fetch committed by rename only when complete and of the announced
-//!   size, so a partial image is never left under the target name.
-//!
+//!   fallback without options after ERROR 8 or without an OACK; rollover; overall deadline),
+//!   and [`tftp::probe`], a request ended at the server's first answer.
 //! - [`sftp`]: the SFTP client (russh + sftpd's codec), host key checked (known_hosts, pinned
-//!   fingerprint, or trust-on-first-use when asked), 64 reads in flight after `limits@`.
-//!
+//!   fingerprint, or trust-on-first-use when asked), 64 reads in flight after `limits@`; a
+//!   [`sftp::Session`] serves several files over one login.
+//! - [`verify`]: what a fetched file must be ([`Expected`]: manifest size and SHA-256, or an AP
+//!   image's own tar and info members against `version.info`), checked while it is written.
+//! - [`fetch_to_file`] / [`fetch_verified`]: a fetch committed by rename only when complete
+//!   (and verified), so a partial image is never left under the target name.
+//! - [`folder`], [`bundle`], [`check`]: a bundle folder on a server — fetched, verified by
+//!   bundle-tool and put in place in one step, or pre-flighted step by step.
 //! - [`store`]: content-addressed images, one upstream fetch per image (single flight),
-//!   readers that follow a running fetch, size/SHA-256 verification before anything is visible,
-//!   LRU eviction under a size cap.
-//!
-//! Not yet: `relay bundle` and `relay check`, and the store's use of bundle manifests.
+//!   readers that follow a running fetch, verification before anything is visible, LRU
+//!   eviction under a size cap.
 
 pub mod bundle;
 pub mod check;
@@ -77,6 +79,27 @@ pub async fn fetch_into(
             Ok(n)
         }
     }
+}
+
+/// The addresses of `host`, IPv4 first (what a TFTP server on a dual-stack host most often
+/// listens on), looked up within `deadline`.
+pub(crate) async fn resolve(
+    source: &Source,
+    host: &str,
+    port: u16,
+    deadline: std::time::Instant,
+) -> Result<Vec<std::net::SocketAddr>, FetchError> {
+    let lookup = tokio::net::lookup_host((host, port));
+    let found = tokio::time::timeout_at(deadline.into(), lookup)
+        .await
+        .map_err(|_| FetchError::new(source, ErrorKind::TimedOut, "name lookup"))?
+        .map_err(|_| FetchError::new(source, ErrorKind::UnknownHost, ""))?;
+    let mut addrs: Vec<std::net::SocketAddr> = found.collect();
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    if addrs.is_empty() {
+        return Err(FetchError::new(source, ErrorKind::UnknownHost, ""));
+    }
+    Ok(addrs)
 }
 
 /// How fetches are made, per protocol.

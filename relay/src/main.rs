@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use relay::bundle::{BundleError, BundleOptions};
 use relay::sftp::{Credential, HostKeyCheck, SftpOptions};
 use relay::tftp::TftpOptions;
-use relay::{FetchOptions, Progress, Source};
+use relay::{Expected, FetchOptions, Progress, Source};
 
 /// Fetch AP images from TFTP and SFTP servers, as the controller does.
 #[derive(Debug, Parser)]
@@ -27,13 +27,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Fetch one image: exit 0 only when the file is complete.
+    /// Fetch one image: exit 0 only when the file is complete and verified. A file named
+    /// after an image family (ap1g8) must be a complete tar archive whose info members name
+    /// that family (and --ap-version, when given).
     Fetch {
         /// tftp://host[:port]/path, sftp://user@host[:port]/path or file:///path.
         url: String,
-        /// Where to write it (replaced atomically when complete).
+        /// Where to write it (replaced atomically when complete and verified).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+        /// The SHA-256 it must have (64 hex digits).
+        #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
+        sha256: Option<[u8; 32]>,
+        /// The AP version (four numbers, as version.info says) an image's info must give.
+        #[arg(long, value_name = "VERSION")]
+        ap_version: Option<bundle_tool::version::ApVersion>,
+        /// Do not check an image-named file as an AP image.
+        #[arg(long)]
+        no_image_check: bool,
         #[command(flatten)]
         conn: Connection,
         /// No progress bar.
@@ -79,11 +90,11 @@ enum Command {
 /// How to reach the server (every subcommand).
 #[derive(Debug, Args)]
 struct Connection {
-    /// TFTP block size to ask for (0: do not ask).
-    #[arg(long, default_value_t = 1468)]
+    /// TFTP block size to ask for, 8 to 65464 (0: do not ask).
+    #[arg(long, default_value_t = 1468, value_parser = parse_blksize)]
     blksize: u16,
     /// TFTP window size to ask for (1: lock-step).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     windowsize: u16,
     /// Give up on a file after this many seconds (default: 300; for check, 10).
     #[arg(long, value_name = "S")]
@@ -105,8 +116,22 @@ struct Connection {
     accept_new_host_key: bool,
 }
 
+fn parse_sha256(s: &str) -> Result<[u8; 32], String> {
+    relay::verify::parse_sha256(&s.to_ascii_lowercase())
+        .ok_or_else(|| "a SHA-256 is 64 hex digits".to_owned())
+}
+
+/// RFC 2348: 8 to 65464 octets; 0 means "do not ask".
+fn parse_blksize(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if n == 0 || (8..=65464).contains(&n) => Ok(n),
+        _ => Err("a block size is 8 to 65464 (RFC 2348), or 0 not to ask".to_owned()),
+    }
+}
+
 impl Connection {
-    fn options(self, default_timeout: u64) -> Result<FetchOptions> {
+    /// The fetch options; an `sftp://` source needs a password or key.
+    fn options(self, source: &Source, default_timeout: u64) -> Result<FetchOptions> {
         let deadline = Duration::from_secs(self.timeout.unwrap_or(default_timeout).max(1));
         let credential = match (self.identity, self.password_file) {
             (Some(_), Some(_)) => anyhow::bail!("give --identity or --password-file, not both"),
@@ -118,7 +143,12 @@ impl Connection {
                     text.lines().next().unwrap_or("").to_owned(),
                 ))
             }
-            (None, None) => None,
+            (None, None) => {
+                if matches!(source, Source::Sftp { .. }) {
+                    anyhow::bail!("an sftp:// URL needs --password-file FILE or --identity KEY");
+                }
+                None
+            }
         };
         let known = self.known_hosts.unwrap_or_else(|| {
             std::env::var_os("HOME")
@@ -182,10 +212,26 @@ fn show(bar: Option<&indicatif::ProgressBar>, p: Progress) {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
+/// Runs `work` to its end, or until SIGINT or SIGTERM: then `work` is dropped, which removes
+/// its temporary file or staging folder, and `None` is returned.
+fn run_until_signal<T>(work: impl Future<Output = T>) -> Result<Option<T>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?)
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            done = work => Ok(Some(done)),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+            _ = term.recv() => Ok(None),
+        }
+    })
+}
+
+/// Exit status after a signal, as shells report SIGINT.
+fn interrupted() -> ExitCode {
+    eprintln!("relay: interrupted; nothing was left behind");
+    ExitCode::from(130)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -193,26 +239,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fetch {
             url,
             output,
+            sha256,
+            ap_version,
+            no_image_check,
             conn,
             quiet,
         } => {
             let source = Source::parse(&url)?;
-            let opts = conn.options(300)?;
+            let opts = conn.options(&source, 300)?;
+            let family = source.file_name();
+            let image = !no_image_check && bundle_tool::models::is_image_family_name(family);
+            if ap_version.is_some() && !image {
+                anyhow::bail!("--ap-version checks an AP image; {family:?} is not named like one");
+            }
+            let expected = Expected {
+                sha256,
+                image: image.then(|| relay::verify::ImageCheck {
+                    family: family.to_owned(),
+                    version: ap_version,
+                }),
+                ..Expected::default()
+            };
             let bar = bar(quiet);
             let mut on_progress = |p: Progress| show(bar.as_ref(), p);
-            let result = runtime()?.block_on(relay::fetch_to_file(
+            let result = run_until_signal(relay::fetch_verified(
                 &source,
                 &output,
                 &opts,
+                expected,
                 &mut on_progress,
-            ));
+            ))?;
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
+            let Some(result) = result else {
+                return Ok(interrupted());
+            };
             match result {
-                Ok(bytes) => {
+                Ok(done) => {
                     if !quiet {
-                        eprintln!("{source}: {bytes} bytes -> {}", output.display());
+                        eprintln!(
+                            "{source}: {} bytes, SHA-256 {}{} -> {}",
+                            done.size,
+                            relay::verify::hex(&done.sha256),
+                            if image { ", a complete image" } else { "" },
+                            output.display()
+                        );
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -231,7 +303,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
         } => {
             let folder = Source::parse_folder(&url)?;
-            let opts = conn.options(300)?;
+            let opts = conn.options(&folder, 300)?;
             let bar = bar(quiet);
             let mut on_progress = |name: &str, p: Progress| {
                 if let Some(b) = &bar
@@ -242,16 +314,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 show(bar.as_ref(), p);
             };
             let bopts = BundleOptions { families, force };
-            let result = runtime()?.block_on(relay::bundle::bundle(
+            let result = run_until_signal(relay::bundle::bundle(
                 &folder,
                 &output,
                 &opts,
                 &bopts,
                 &mut on_progress,
-            ));
+            ))?;
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
+            let Some(result) = result else {
+                return Ok(interrupted());
+            };
             match result {
                 Ok(done) => {
                     if !quiet {
@@ -317,9 +392,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             {
                 anyhow::bail!("{bad:?} is not an AP image family (like ap1g7 or ap3g3)");
             }
-            let opts = conn.options(10)?;
-            let report =
-                runtime()?.block_on(relay::check::check(&folder, &opts, families.as_deref()));
+            let opts = conn.options(&folder, 10)?;
+            let Some(report) =
+                run_until_signal(relay::check::check(&folder, &opts, families.as_deref()))?
+            else {
+                return Ok(interrupted());
+            };
             let mut out = std::io::stdout().lock();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;

@@ -237,7 +237,10 @@ impl Session {
             ));
         };
         let err = |kind, detail: String| FetchError::new(source, kind, detail);
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+        // Callers bound the whole session with their deadline (`within`).
+        let far = Instant::now() + Duration::from_secs(3600);
+        let addrs = crate::resolve(source, host, *port, far).await?;
+        let tcp = tokio::net::TcpStream::connect(&addrs[..])
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::ConnectionRefused => err(ErrorKind::Unreachable, String::new()),
@@ -355,7 +358,10 @@ impl Session {
             if let Ok(Response::ExtendedReply { data, .. }) = Response::decode(&packet)
                 && let Ok(l) = Limits::decode(data)
             {
-                let max = l.max_read_length.min(1 << 20);
+                // At most what the framer accepts (256 KiB of data plus headers).
+                let max = l
+                    .max_read_length
+                    .min(u64::from(sftp::DEFAULT_MAX_PACKET_LEN - 1024));
                 if max >= 1024 {
                     self.chunk = u32::try_from(max).unwrap_or(self.chunk);
                 }

@@ -102,8 +102,9 @@ fn redact_raw(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // Up to the last `@` anywhere: a malformed URL may carry a password with a `/` in it
+    // (`sftp://user:pa/ss@host/x`), and over-masking an invalid URL costs nothing.
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}://*****@{}", &rest[at + 1..]),
         None => url.to_owned(),
     }
@@ -238,6 +239,21 @@ impl Source {
                 }
             }
             _ => Err(SourceError::Scheme(redact_raw(url))),
+        }
+    }
+
+    /// Everything that names what is fetched, user included (never printed): what the
+    /// store's single flight is keyed on, so two accounts never share a fetch.
+    pub(crate) fn identity(&self) -> String {
+        match self {
+            Source::Tftp { host, port, path } => format!("tftp\0{host}\0{port}\0{path}"),
+            Source::Sftp {
+                user,
+                host,
+                port,
+                path,
+            } => format!("sftp\0{user}\0{host}\0{port}\0{path}"),
+            Source::File { path } => format!("file\0{}", path.display()),
         }
     }
 
@@ -405,6 +421,14 @@ mod tests {
             panic!("a bad port was accepted");
         };
         assert!(!e.to_string().contains("hunter2"), "{e}");
+        // A password with a `/` in it (not percent-encoded) is still masked.
+        for bad in ["sftp://calo:hun/ter2@h/x", "sftp://calo:hun/ter2@h:bad/x"] {
+            let Err(e) = Source::parse(bad) else {
+                panic!("{bad} parsed")
+            };
+            assert!(!e.to_string().contains("ter2"), "{e}");
+            assert!(!e.to_string().contains("calo"), "{e}");
+        }
     }
 
     proptest::proptest! {

@@ -204,7 +204,9 @@ impl Store {
         expected: Expected,
         opts: &FetchOptions,
     ) -> io::Result<Arc<Flight>> {
-        let key = format!("{source:?}");
+        // The source with its user (two accounts never share a fetch) and what is expected
+        // (a caller never gets bytes checked against another caller's expectation).
+        let key = format!("{}\0{expected:?}", source.identity());
         let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(f) = flights.get(&key) {
             return Ok(Arc::clone(f));

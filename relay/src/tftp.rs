@@ -105,7 +105,11 @@ async fn request(
     };
     let started = Instant::now();
     let deadline = started + opts.deadline;
-    let server = resolve(source, host, *port, deadline).await?;
+    let server = crate::resolve(source, host, *port, deadline)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| FetchError::new(source, ErrorKind::UnknownHost, "no address"))?;
     let bind: SocketAddr = if server.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -132,25 +136,6 @@ async fn request(
         }
         other => other.map_err(Retry::into_error),
     }
-}
-
-async fn resolve(
-    source: &Source,
-    host: &str,
-    port: u16,
-    deadline: Instant,
-) -> Result<SocketAddr, FetchError> {
-    let lookup = tokio::net::lookup_host((host, port));
-    let found = tokio::time::timeout_at(deadline.into(), lookup)
-        .await
-        .map_err(|_| FetchError::new(source, ErrorKind::TimedOut, "name lookup"))?
-        .map_err(|e| FetchError::new(source, ErrorKind::Unreachable, e.to_string()))?;
-    let mut addrs: Vec<SocketAddr> = found.collect();
-    addrs.sort_by_key(|a| !a.is_ipv4());
-    addrs
-        .into_iter()
-        .next()
-        .ok_or_else(|| FetchError::new(source, ErrorKind::Unreachable, "no address"))
 }
 
 /// A failed attempt: give up, or ask again without options.
@@ -278,9 +263,13 @@ fn classify(source: &Source, e: &TransferError, asked: &Requested, written: u64)
             if *code == ErrorCode::OptionNegotiation && !asked.is_empty() && written == 0 {
                 return Retry::WithoutOptions;
             }
-            let kind = match code {
-                ErrorCode::FileNotFound => ErrorKind::NotFound,
-                ErrorCode::AccessViolation => ErrorKind::PermissionDenied,
+            // tftpd-hpa answers an errno it has no code for with ERROR 0 and strerror's text
+            // (`Permission denied` when its unprivileged user cannot open the file).
+            let kind = match (code, message.as_str()) {
+                (ErrorCode::FileNotFound, _) => ErrorKind::NotFound,
+                (ErrorCode::AccessViolation, _) => ErrorKind::PermissionDenied,
+                (ErrorCode::Undefined, "Permission denied") => ErrorKind::PermissionDenied,
+                (ErrorCode::Undefined, "No such file or directory") => ErrorKind::NotFound,
                 _ => ErrorKind::Protocol,
             };
             let detail = if kind == ErrorKind::Protocol {

@@ -549,11 +549,34 @@ async fn assert_wrong_path(server: SocketAddr) {
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
 }
 
+/// A root-owned file of mode 0600, which the server's unprivileged user cannot read: what
+/// relay reports is what the server said (`kind`).
+async fn assert_unreadable(server: SocketAddr, dir: &ServeDir, kind: ErrorKind) {
+    let path = dir.write("ap1g5", &pseudo_random(1000, 40));
+    airlift_tests::chmod(&path, 0o600);
+    let e = fetch_err(
+        &tftp_url(server, "ap1g5"),
+        &tftp_options(TftpOptions::default()),
+    )
+    .await;
+    assert_eq!(e.kind, kind, "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "Failed to download file tftp://127.0.0.1:{}/ap1g5: {}",
+            server.port(),
+            kind.text()
+        )
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tftpd_hpa_wrong_path_reads_like_the_controller() {
     let dir = ServeDir::new();
     let server = tftpd_hpa(dir.path(), 1_000_000);
     assert_wrong_path(server.addr).await;
+    // tftpd-hpa (as nobody after its chroot) answers ERROR 0 "Permission denied".
+    assert_unreadable(server.addr, &dir, ErrorKind::PermissionDenied).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,12 +584,17 @@ async fn atftpd_wrong_path_reads_like_the_controller() {
     let dir = ServeDir::new();
     let server = atftpd(dir.path());
     assert_wrong_path(server.addr).await;
+    // atftpd (as nobody) answers any open failure with ERROR 1 "File not found".
+    assert_unreadable(server.addr, &dir, ErrorKind::NotFound).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_fetch_from_tftpd_hpa_exits_0_and_1_with_the_controller_line() {
     let dir = ServeDir::new();
-    let data = pseudo_random(1_000_000, 35);
+    // A synthetic AP image (a tar with info members): the CLI checks image-named files.
+    let mut data = Vec::new();
+    let version = "17.9.4.27".parse().expect("version");
+    bundle_tool::synth::write_image(&mut data, "ap1g7", version, 1_024_000).expect("image");
     dir.write("ap1g7", &data);
     let server = tftpd_hpa(dir.path(), 1_000_000);
     let out_dir = tempfile::tempdir().expect("tempdir");
@@ -657,7 +685,7 @@ async fn sshd_password_and_key_logins_fetch_exact_bytes() {
     let target = out_dir.path().join("ap3g3");
     let out = run_with_timeout(
         Command::new(env!("CARGO_BIN_EXE_relay"))
-            .args(["fetch", "-q", "--timeout", "60"])
+            .args(["fetch", "-q", "--no-image-check", "--timeout", "60"])
             .arg("--identity")
             .arg(&scene.key.private)
             .args(["--host-key-fingerprint", &scene.server.fingerprint])
@@ -714,6 +742,19 @@ async fn sshd_failures_read_like_the_controller() {
         "{e}"
     );
 
+    // A file the account may not read.
+    let locked = scene.dir.write("ap1g5", &pseudo_random(1000, 41));
+    airlift_tests::chmod(&locked, 0o600);
+    let e = fetch_err(&scene.url("ap1g5"), &sftp_options(good(), scene.pinned())).await;
+    assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "Failed to download file sftp://*****@127.0.0.1:{port}{}: Permission denied",
+            locked.display()
+        )
+    );
+
     // Another key than the one in authorized_keys.
     let stranger = ClientKey::new();
     let e = fetch_err(
@@ -746,23 +787,15 @@ async fn tftp_to_a_silent_port_times_out_within_the_deadline() {
         deadline,
         ..TftpOptions::default()
     });
-    let started = Instant::now();
     let e = fetch_err(&src, &opts).await;
-    let took = started.elapsed();
     assert_eq!(e.kind, ErrorKind::TimedOut, "{e}");
-    assert!(
-        e.to_string()
-            .starts_with(&format!("Failed to download file {src}: Timed out")),
-        "{e}"
+    // The deadline ended it, not the retransmission schedule (which gives up after 63 s
+    // and says "no answer after N retransmissions").
+    assert_eq!(
+        e.to_string(),
+        format!("Failed to download file {src}: Timed out (deadline of 3 s reached)")
     );
-    assert!(
-        took >= deadline,
-        "gave up after {took:?}, before the deadline"
-    );
-    assert!(
-        took < deadline + Duration::from_secs(5),
-        "took {took:?} with a deadline of {deadline:?}"
-    );
+    assert_eq!(deadline, Duration::from_secs(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,7 +806,7 @@ async fn sftp_to_a_closed_port_is_unreachable() {
         Credential::Password("unused".into()),
         HostKeyCheck::Fingerprint(format!("SHA256:{}", "A".repeat(43))),
     );
-    let started = Instant::now();
+    // Unreachable, not TimedOut: reported at once rather than at the deadline.
     let e = fetch_err(&src, &opts).await;
     assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
     assert_eq!(
@@ -781,10 +814,6 @@ async fn sftp_to_a_closed_port_is_unreachable() {
         format!(
             "Failed to download file sftp://*****@127.0.0.1:{port}/images/ap1g6: Connection refused"
         )
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "a refused connection is reported at once, not at the deadline"
     );
 }
 

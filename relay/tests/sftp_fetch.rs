@@ -68,6 +68,18 @@ async fn pipelined_download_with_a_pinned_host_key() {
         "limits@openssh.com raises the read size"
     );
     assert!(out == data, "content differs");
+    // Progress: in order, with the total from FSTAT, ending at the size.
+    let mut events = Vec::new();
+    let mut sink = Vec::new();
+    sftp::fetch(&source(&server, &path), &opts, &mut sink, &mut |p| {
+        events.push(p)
+    })
+    .await
+    .expect("fetch again");
+    assert!(events.len() > 2, "{} events", events.len());
+    assert!(events.windows(2).all(|w| w[0].done < w[1].done));
+    assert!(events.iter().all(|p| p.total == Some(data.len() as u64)));
+    assert_eq!(events.last().map(|p| p.done), Some(data.len() as u64));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

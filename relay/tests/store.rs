@@ -9,6 +9,8 @@ use std::net::UdpSocket as StdUdp;
 use std::path::Path;
 use std::time::Duration;
 
+use bundle_tool::synth::write_image;
+use bundle_tool::version::ApVersion;
 use relay::store::{Expected, FlightState, Store};
 use relay::tftp::TftpOptions;
 use relay::{ErrorKind, FetchOptions, Source};
@@ -55,12 +57,7 @@ async fn fifty_requests_for_one_image_make_one_upstream_transfer() {
     }
     assert!(objects.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(store.fetches_started(), 1);
-    let rrq = server
-        .log
-        .lines()
-        .into_iter()
-        .filter(|(_, l)| l.starts_with("RRQ from 127.0.0.1 filename ap1g8"))
-        .count();
+    let rrq = server.count_log("RRQ from 127.0.0.1 filename ap1g8");
     assert_eq!(rrq, 1, "upstream transfers");
     assert!(std::fs::read(&objects[0].path).expect("read") == data);
     assert_eq!(
@@ -145,30 +142,129 @@ async fn a_wrong_hash_or_an_interrupted_fetch_stores_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_follows_the_fetch_while_it_runs() {
+async fn without_a_manifest_images_are_stored_only_if_their_tar_matches_version_info() {
     let served = tempfile::tempdir().expect("tempdir");
-    let data = airlift_tests::pseudo_random(8_000_000, 10);
-    std::fs::write(served.path().join("ap1g7"), &data).expect("write");
+    let version: ApVersion = "17.9.4.27".parse().expect("version");
+    let mut image = Vec::new();
+    write_image(&mut image, "ap1g7", version, 512_000).expect("image");
+    std::fs::write(served.path().join("ap1g7"), &image).expect("write");
+    // The same image cut short by one tar record.
+    std::fs::write(served.path().join("cut"), &image[..image.len() - 10_240]).expect("write");
     let server = common::start(served.path());
+    let port = server.addr.port();
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(root.path(), 1 << 30).expect("store");
+    let opts = FetchOptions::default();
+    let get = |name: &str, expected: Expected| {
+        let flight = store.get(&url(port, name), expected, &opts).expect("get");
+        async move { flight.wait().await }
+    };
+
+    // Another release than version.info says: refused, nothing stored.
+    let newer: ApVersion = "17.9.5.47".parse().expect("version");
+    let Err(e) = get("ap1g7", Expected::image("ap1g7", Some(newer))).await else {
+        panic!("an image of another version was stored")
+    };
+    assert_eq!(e.kind, ErrorKind::Verification);
+    assert!(e.to_string().contains("version.info says 17.9.5.47"), "{e}");
+    // Incomplete: refused.
+    let Err(e) = get("cut", Expected::image("ap1g7", Some(version))).await else {
+        panic!("a partial image was stored")
+    };
+    assert!(
+        e.to_string().contains("not a well-formed tar archive"),
+        "{e}"
+    );
+    assert!(names(&root.path().join("objects")).is_empty());
+    assert!(names(&root.path().join("tmp")).is_empty());
+
+    // The right one is stored under its SHA-256.
+    let obj = get("ap1g7", Expected::image("ap1g7", Some(version)))
+        .await
+        .expect("stored");
+    assert_eq!(obj.sha256, hex(&sha(&image)));
+    assert_eq!(
+        names(&root.path().join("objects")),
+        std::slice::from_ref(&obj.sha256)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_follows_the_fetch_while_it_runs() {
+    // A scripted lock-step server (it ignores options, so RFC 1350's 512-byte blocks) that
+    // holds the transfer after block 100 until the test lets it go on: the reader must get
+    // those blocks while the fetch is still running.
+    const HELD_AT: usize = 100;
+    let data = airlift_tests::pseudo_random(512 * 300 + 100, 10);
+    let sock = StdUdp::bind("127.0.0.1:0").expect("bind");
+    let port = sock.local_addr().expect("addr").port();
+    let (go_on, gate) = std::sync::mpsc::channel::<()>();
+    let served = data.clone();
+    let server = std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 1024];
+        let Ok((_, client)) = sock.recv_from(&mut buf) else {
+            return;
+        };
+        for (i, chunk) in served.chunks(512).chain([&[][..]]).enumerate() {
+            if chunk.is_empty() && !served.len().is_multiple_of(512) {
+                break;
+            }
+            if i == HELD_AT {
+                let _ = gate.recv_timeout(Duration::from_secs(20));
+            }
+            let block = u16::try_from(i + 1).expect("block");
+            let mut d = vec![0, 3];
+            d.extend_from_slice(&block.to_be_bytes());
+            d.extend_from_slice(chunk);
+            // Lock-step: resend until the ACK for this block arrives.
+            loop {
+                let _ = sock.send_to(&d, client);
+                match sock.recv_from(&mut buf) {
+                    Ok((4, _)) if buf[..4] == [0, 4, d[2], d[3]] => break,
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+    });
     let root = tempfile::tempdir().expect("tempdir");
     let store = Store::open(root.path(), 1 << 30).expect("store");
     let flight = store
         .get(
-            &url(server.addr.port(), "ap1g7"),
+            &url(port, "ap1g7"),
             Expected::default(),
             &FetchOptions::default(),
         )
         .expect("get");
-    let started_running = matches!(flight.state(), FlightState::Running(_));
     let mut reader = flight.reader().expect("reader");
     let mut got = Vec::new();
+    while got.len() < 512 * HELD_AT {
+        let chunk = reader
+            .next_chunk(256 * 1024)
+            .await
+            .expect("chunk")
+            .expect("more before the end");
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(
+        got.len(),
+        512 * HELD_AT,
+        "the server holds after block {HELD_AT}"
+    );
+    assert!(
+        matches!(flight.state(), FlightState::Running(_)),
+        "read while running"
+    );
+    go_on.send(()).expect("let the server go on");
     while let Some(chunk) = reader.next_chunk(256 * 1024).await.expect("chunk") {
         got.extend_from_slice(&chunk);
     }
-    assert!(started_running);
     assert!(got == data, "streamed content differs");
     let obj = flight.wait().await.expect("done");
     assert_eq!(obj.size, data.len() as u64);
+    server.join().expect("server");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,40 +196,101 @@ async fn a_failed_fetch_leaves_nothing_under_the_target_name() {
 async fn the_cli_exits_0_only_for_a_complete_file_and_prints_the_controller_line() {
     const BIN: &str = env!("CARGO_BIN_EXE_relay");
     let served = tempfile::tempdir().expect("tempdir");
+    let version = "17.9.4.27".parse().expect("version");
+    let mut image = Vec::new();
+    bundle_tool::synth::write_image(&mut image, "ap3g3", version, 204_800).expect("image");
+    std::fs::write(served.path().join("ap3g3"), &image).expect("write");
+    // Not an image, under an image's name (an HTML error page saved by mistake, say).
+    std::fs::write(served.path().join("ap1g8"), b"<html>404</html>").expect("write");
     let data = airlift_tests::pseudo_random(200_000, 5);
-    std::fs::write(served.path().join("ap3g3"), &data).expect("write");
+    std::fs::write(served.path().join("notes.bin"), &data).expect("write");
     let server = start(served.path());
     let out_dir = tempfile::tempdir().expect("tempdir");
-    let target = out_dir.path().join("ap3g3");
     let port = server.addr.port();
-    let run = |url: String, target: std::path::PathBuf| {
+    let run = |url: String, target: std::path::PathBuf, extra: &[&str]| {
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
         tokio::task::spawn_blocking(move || {
             airlift_tests::run_with_timeout(
                 std::process::Command::new(BIN)
-                    .args(["fetch", &url, "-q", "--timeout", "20", "-o"])
+                    .args(["fetch", &url, "--timeout", "20"])
+                    .args(extra)
+                    .arg("-o")
                     .arg(&target),
                 Duration::from_secs(60),
             )
         })
     };
-    let ok = run(format!("tftp://127.0.0.1:{port}/ap3g3"), target.clone())
+    let url = |name: &str| format!("tftp://127.0.0.1:{port}/{name}");
+    let code = |o: &std::process::Output| o.status.code();
+
+    // An image: complete, a sound tar of its family and of the version asked for.
+    let target = out_dir.path().join("ap3g3");
+    let ok = run(url("ap3g3"), target.clone(), &["--ap-version", "17.9.4.27"])
         .await
         .expect("join");
-    assert!(ok.status.success(), "{}", airlift_tests::describe(&ok));
-    assert!(std::fs::read(&target).expect("read") == data);
-    let missing = out_dir.path().join("ap1g6");
-    let bad = run(
-        format!("tftp://127.0.0.1:{port}/Wrong-Path/ap1g6"),
-        missing.clone(),
+    assert_eq!(code(&ok), Some(0), "{}", airlift_tests::describe(&ok));
+    assert!(std::fs::read(&target).expect("read") == image);
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stderr).trim_end(),
+        format!(
+            "{}: 204800 bytes, SHA-256 {}, a complete image -> {}",
+            url("ap3g3"),
+            airlift_tests::sha256_hex(&image),
+            target.display()
+        )
+    );
+    let newer = run(
+        url("ap3g3"),
+        out_dir.path().join("x"),
+        &["--ap-version", "17.9.5.47"],
     )
     .await
     .expect("join");
-    assert_eq!(
-        bad.status.code(),
-        Some(1),
+    assert_eq!(code(&newer), Some(1), "{}", airlift_tests::describe(&newer));
+
+    // Not an image: refused, nothing written; accepted only when told not to check.
+    let page = out_dir.path().join("ap1g8");
+    let bad = run(url("ap1g8"), page.clone(), &[]).await.expect("join");
+    assert_eq!(code(&bad), Some(1), "{}", airlift_tests::describe(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).starts_with(&format!(
+            "Failed to download file {}: Verification failed (",
+            url("ap1g8")
+        )),
         "{}",
         airlift_tests::describe(&bad)
     );
+    assert!(!page.exists());
+    let raw = run(url("ap1g8"), page.clone(), &["--no-image-check", "-q"])
+        .await
+        .expect("join");
+    assert_eq!(code(&raw), Some(0), "{}", airlift_tests::describe(&raw));
+
+    // Any file, checked against a SHA-256 given on the command line.
+    let notes = out_dir.path().join("notes.bin");
+    let sum = airlift_tests::sha256_hex(&data);
+    let right = run(url("notes.bin"), notes.clone(), &["--sha256", &sum])
+        .await
+        .expect("join");
+    assert_eq!(code(&right), Some(0), "{}", airlift_tests::describe(&right));
+    assert!(std::fs::read(&notes).expect("read") == data);
+    let zeros = "0".repeat(64);
+    let wrong = run(
+        url("notes.bin"),
+        out_dir.path().join("n2"),
+        &["--sha256", &zeros],
+    )
+    .await
+    .expect("join");
+    assert_eq!(code(&wrong), Some(1), "{}", airlift_tests::describe(&wrong));
+    assert!(!out_dir.path().join("n2").exists());
+
+    // The controller's line for a wrong path; usage errors exit 2.
+    let missing = out_dir.path().join("ap1g6");
+    let bad = run(url("Wrong-Path/ap1g6"), missing.clone(), &[])
+        .await
+        .expect("join");
+    assert_eq!(code(&bad), Some(1), "{}", airlift_tests::describe(&bad));
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr).trim_end(),
         format!(
@@ -237,13 +298,136 @@ async fn the_cli_exits_0_only_for_a_complete_file_and_prints_the_controller_line
         )
     );
     assert!(!missing.exists());
-    let usage = run("http://x/y".into(), missing.clone())
-        .await
-        .expect("join");
-    assert_eq!(
-        usage.status.code(),
-        Some(2),
-        "{}",
-        airlift_tests::describe(&usage)
+    for (url, extra) in [
+        ("http://x/y".to_owned(), &[][..]),
+        (url("notes.bin"), &["--blksize", "70000"][..]),
+        (url("notes.bin"), &["--sha256", "beef"][..]),
+        (url("notes.bin"), &["--ap-version", "17.9.4.27"][..]),
+        ("sftp://ap@127.0.0.1:1/x".to_owned(), &[][..]),
+    ] {
+        let usage = run(url.clone(), missing.clone(), extra)
+            .await
+            .expect("join");
+        assert_eq!(
+            code(&usage),
+            Some(2),
+            "{url} {extra:?}: {}",
+            airlift_tests::describe(&usage)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_draws_a_progress_bar_only_on_a_terminal() {
+    const BIN: &str = env!("CARGO_BIN_EXE_relay");
+    let served = tempfile::tempdir().expect("tempdir");
+    let mut data = Vec::new();
+    let version = "17.9.4.27".parse().expect("version");
+    bundle_tool::synth::write_image(&mut data, "ap1g8", version, 8_192_000).expect("image");
+    std::fs::write(served.path().join("ap1g8"), &data).expect("write");
+    let server = start(served.path());
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let target = out_dir.path().join("ap1g8");
+    let url = format!("tftp://127.0.0.1:{}/ap1g8", server.addr.port());
+    // script(1) runs the command on a pseudo-terminal: the bar is drawn there (stderr).
+    let cmd = format!("{BIN} fetch --windowsize 1 -o {} {url}", target.display());
+    let tty = tokio::task::spawn_blocking(move || {
+        airlift_tests::run_with_timeout(
+            std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]),
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .expect("join");
+    assert!(tty.status.success(), "{}", airlift_tests::describe(&tty));
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        screen.contains("/7.81 MiB"),
+        "no bar with the total: {screen:?}"
     );
+    assert!(
+        screen.contains(&format!("{url}: 8192000 bytes, SHA-256 ")),
+        "{screen:?}"
+    );
+    assert!(std::fs::read(&target).expect("read") == data);
+    // Not a terminal: only the result line.
+    let plain = tokio::task::spawn_blocking(move || {
+        airlift_tests::run_with_timeout(
+            std::process::Command::new(BIN)
+                .args(["fetch", "-o"])
+                .arg(&target)
+                .arg(&url),
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .expect("join");
+    assert!(
+        plain.status.success(),
+        "{}",
+        airlift_tests::describe(&plain)
+    );
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(!err.contains("MiB"), "{err:?}");
+}
+
+#[test]
+fn an_interrupted_cli_fetch_leaves_nothing_behind() {
+    // A server that sends one block and falls silent: relay is mid-fetch, with its hidden
+    // temporary next to the target, when SIGTERM arrives.
+    let sock = StdUdp::bind("127.0.0.1:0").expect("bind");
+    let port = sock.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        if let Ok((_, client)) = sock.recv_from(&mut buf) {
+            let mut d = vec![0, 3, 0, 1];
+            d.extend_from_slice(&[0xAB; 512]);
+            let _ = sock.send_to(&d, client);
+        }
+        // Hold the port (no ICMP errors) while the client waits.
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let target = out_dir.path().join("ap1g6");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["fetch", "-q", "--timeout", "60", "-o"])
+        .arg(&target)
+        .arg(format!("tftp://127.0.0.1:{port}/ap1g6"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn relay");
+    let listed = || -> Vec<String> {
+        std::fs::read_dir(out_dir.path())
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut waited = 0;
+    while !listed().iter().any(|n| n.starts_with(".ap1g6.relay-")) {
+        assert!(waited < 200, "no temporary appeared: {:?}", listed());
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    let kill = airlift_tests::run_with_timeout(
+        std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]),
+        Duration::from_secs(10),
+    );
+    assert!(kill.status.success(), "{}", airlift_tests::describe(&kill));
+    let out = airlift_tests::wait_child_output(child, Duration::from_secs(30), "relay");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        airlift_tests::describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted; nothing was left behind"),
+        "{}",
+        airlift_tests::describe(&out)
+    );
+    assert!(listed().is_empty(), "left behind: {:?}", listed());
+    server.join().expect("server");
 }

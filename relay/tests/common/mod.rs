@@ -22,6 +22,18 @@ pub struct Server {
     stop: CancellationToken,
 }
 
+impl Server {
+    /// Log lines (at verbosity 1) that start with `prefix`: `RRQ from 127.0.0.1 filename ap1g8`
+    /// counts the requests for ap1g8.
+    pub fn count_log(&self, prefix: &str) -> usize {
+        self.log
+            .lines()
+            .into_iter()
+            .filter(|(_, l)| l.starts_with(prefix))
+            .count()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.cancel();
