@@ -228,6 +228,19 @@ fn run_until_signal<T>(work: impl Future<Output = T>) -> Result<Option<T>> {
     })
 }
 
+/// [`run_until_signal`] with a progress bar cleared at the end; `Err(status)` when a signal
+/// interrupted the work.
+fn with_bar<T>(
+    bar: Option<&indicatif::ProgressBar>,
+    work: impl Future<Output = T>,
+) -> Result<Result<T, ExitCode>> {
+    let result = run_until_signal(work)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(result.ok_or_else(interrupted))
+}
+
 /// Exit status after a signal, as shells report SIGINT.
 fn interrupted() -> ExitCode {
     eprintln!("relay: interrupted; nothing was left behind");
@@ -262,18 +275,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let bar = bar(quiet);
             let mut on_progress = |p: Progress| show(bar.as_ref(), p);
-            let result = run_until_signal(relay::fetch_verified(
-                &source,
-                &output,
-                &opts,
-                expected,
-                &mut on_progress,
-            ))?;
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
-            let Some(result) = result else {
-                return Ok(interrupted());
+            let work = relay::fetch_verified(&source, &output, &opts, expected, &mut on_progress);
+            let result = match with_bar(bar.as_ref(), work)? {
+                Ok(r) => r,
+                Err(status) => return Ok(status),
             };
             match result {
                 Ok(done) => {
@@ -314,18 +319,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 show(bar.as_ref(), p);
             };
             let bopts = BundleOptions { families, force };
-            let result = run_until_signal(relay::bundle::bundle(
-                &folder,
-                &output,
-                &opts,
-                &bopts,
-                &mut on_progress,
-            ))?;
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
-            let Some(result) = result else {
-                return Ok(interrupted());
+            let work = relay::bundle::bundle(&folder, &output, &opts, &bopts, &mut on_progress);
+            let result = match with_bar(bar.as_ref(), work)? {
+                Ok(r) => r,
+                Err(status) => return Ok(status),
             };
             match result {
                 Ok(done) => {
@@ -393,10 +390,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 anyhow::bail!("{bad:?} is not an AP image family (like ap1g7 or ap3g3)");
             }
             let opts = conn.options(&folder, 10)?;
-            let Some(report) =
-                run_until_signal(relay::check::check(&folder, &opts, families.as_deref()))?
-            else {
-                return Ok(interrupted());
+            let work = relay::check::check(&folder, &opts, families.as_deref());
+            let report = match with_bar(None, work)? {
+                Ok(r) => r,
+                Err(status) => return Ok(status),
             };
             let mut out = std::io::stdout().lock();
             if json {

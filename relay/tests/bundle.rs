@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bundle_tool::synth::write_image;
 use bundle_tool::version::ApVersion;
+use common::names;
 use relay::bundle::{BundleError, BundleOptions, bundle};
 use relay::check::{Status, check};
 use relay::sftp::{Credential, HostKeyCheck, SftpOptions};
@@ -50,16 +51,6 @@ fn quick() -> FetchOptions {
         },
         sftp: None,
     }
-}
-
-/// Entries of `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("readdir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 const FAMILIES: [(&str, u64); 3] = [

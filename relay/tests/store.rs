@@ -6,11 +6,11 @@
 mod common;
 
 use std::net::UdpSocket as StdUdp;
-use std::path::Path;
 use std::time::Duration;
 
 use bundle_tool::synth::write_image;
 use bundle_tool::version::ApVersion;
+use common::names;
 use relay::store::{Expected, FlightState, Store};
 use relay::tftp::TftpOptions;
 use relay::{ErrorKind, FetchOptions, Source};
@@ -22,15 +22,6 @@ fn url(port: u16, name: &str) -> Source {
 
 fn sha(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("readdir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,19 +96,7 @@ async fn a_wrong_hash_or_an_interrupted_fetch_stores_nothing() {
     assert!(names(&root.path().join("objects")).is_empty());
     assert!(names(&root.path().join("tmp")).is_empty());
     // A server that sends one block and falls silent: the fetch times out, nothing stays.
-    let sock = StdUdp::bind("127.0.0.1:0").expect("bind");
-    let port = sock.local_addr().expect("addr").port();
-    let script = std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        if let Ok((_, client)) = sock.recv_from(&mut buf) {
-            let mut d = vec![0, 3, 0, 1];
-            d.extend_from_slice(&[0xAB; 512]);
-            let _ = sock.send_to(&d, client);
-        }
-        std::thread::sleep(Duration::from_secs(4));
-    });
+    let (port, script) = common::one_block_then_silence(Duration::from_secs(4));
     let opts = FetchOptions {
         tftp: TftpOptions {
             blksize: None,

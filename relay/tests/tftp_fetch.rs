@@ -376,20 +376,7 @@ async fn the_cli_draws_a_progress_bar_only_on_a_terminal() {
 fn an_interrupted_cli_fetch_leaves_nothing_behind() {
     // A server that sends one block and falls silent: relay is mid-fetch, with its hidden
     // temporary next to the target, when SIGTERM arrives.
-    let sock = StdUdp::bind("127.0.0.1:0").expect("bind");
-    let port = sock.local_addr().expect("addr").port();
-    let server = std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("timeout");
-        if let Ok((_, client)) = sock.recv_from(&mut buf) {
-            let mut d = vec![0, 3, 0, 1];
-            d.extend_from_slice(&[0xAB; 512]);
-            let _ = sock.send_to(&d, client);
-        }
-        // Hold the port (no ICMP errors) while the client waits.
-        std::thread::sleep(Duration::from_secs(5));
-    });
+    let (port, server) = common::one_block_then_silence(Duration::from_secs(5));
     let out_dir = tempfile::tempdir().expect("tempdir");
     let target = out_dir.path().join("ap1g6");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))

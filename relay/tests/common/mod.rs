@@ -22,6 +22,36 @@ pub struct Server {
     stop: CancellationToken,
 }
 
+/// Entries of `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A scripted server on 127.0.0.1 that answers the first request with one full 512-byte block
+/// and then stays silent for `hold` (keeping its port, so no ICMP error reaches the client):
+/// a fetch that starts and stalls. Returns its port and the thread to join.
+pub fn one_block_then_silence(hold: Duration) -> (u16, std::thread::JoinHandle<()>) {
+    let sock = StdUdp::bind("127.0.0.1:0").expect("bind");
+    let port = sock.local_addr().expect("addr").port();
+    let thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        if let Ok((_, client)) = sock.recv_from(&mut buf) {
+            let mut d = vec![0, 3, 0, 1];
+            d.extend_from_slice(&[0xAB; 512]);
+            let _ = sock.send_to(&d, client);
+        }
+        std::thread::sleep(hold);
+    });
+    (port, thread)
+}
+
 impl Server {
     /// Log lines (at verbosity 1) that start with `prefix`: `RRQ from 127.0.0.1 filename ap1g8`
     /// counts the requests for ap1g8.
