@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(!c.name.is_empty());
         assert!(!c.name.starts_with('/'));
         assert!(!c.name.contains('\\'));
-        assert!(c.name.split('/').all(|part| !part.is_empty() && part != "." && part != ".."));
+        assert!(
+            c.name
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..")
+        );
     }
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = names::check_stage_name(s);

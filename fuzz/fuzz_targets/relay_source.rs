@@ -1,4 +1,5 @@
-//! Source URLs: parsing never panics, and a parsed source never prints its SFTP user.
+//! Source URLs (files and folders): parsing never panics, and a parsed source — or a file
+//! joined to a folder — never prints its SFTP user.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,5 +15,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(shown.starts_with("sftp://*****@"), "{shown}");
         }
         let _ = source.file_name();
+    }
+    if let Ok(folder) = Source::parse_folder(text) {
+        let file = folder.join("ap1g7");
+        let shown = file.to_string();
+        if let Source::Sftp { .. } = file {
+            assert!(shown.starts_with("sftp://*****@"), "{shown}");
+        }
+        assert_eq!(file.file_name(), "ap1g7");
     }
 });

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(req) = Request::decode(frame.packet) {
             let mut out = Vec::new();
             req.encode(&mut out);
-            let again = framer.next_packet(&out).ok().flatten().map(|f| Request::decode(f.packet));
+            let again = framer
+                .next_packet(&out)
+                .ok()
+                .flatten()
+                .map(|f| Request::decode(f.packet));
             assert!(matches!(again, Some(Ok(ref r)) if *r == req), "{req:?}");
         }
         let _ = Response::decode(frame.packet);

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (first, rest) = text.split_once('\n').unwrap_or(("", text));
-    let overrides: Vec<String> = first.split('|').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let overrides: Vec<String> = first
+        .split('|')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
     let Ok(cfg) = config::parse("fuzz", rest, &overrides, &mut NoIncludes) else {
         return;
     };
@@ -26,5 +30,8 @@ fuzz_target!(|data: &[u8]| {
     let eff = cfg.effective(&spec);
     let _ = config::user_allowed(&eff, "calo", &groups, spec.address);
     let dump = cfg.dump(&eff, Some(&spec));
-    assert!(config::parse("dump", &dump, &[], &mut NoIncludes).is_ok(), "-T output must parse:\n{dump}");
+    assert!(
+        config::parse("dump", &dump, &[], &mut NoIncludes).is_ok(),
+        "-T output must parse:\n{dump}"
+    );
 });
