@@ -600,3 +600,48 @@ async fn the_cli_exits_0_only_for_a_verified_bundle_and_a_ready_folder() {
     assert!(doc.contains("\"ok\": false"), "{doc}");
     assert!(doc.contains("\"family\": \"ap1g8\""), "{doc}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_folder_is_checked_and_bundled_like_a_server() {
+    // file:// — a bundle unpacked on a USB stick or an NFS mount, say.
+    let served = tempfile::tempdir().expect("tempdir");
+    let folder = served.path().join("EWC_17_9_4a");
+    make_bundle(&folder, VERSION, &FAMILIES[..2]);
+    let url = Source::parse_folder(&format!("file://{}", folder.display())).expect("url");
+    let report = check(&url, &quick(), None).await;
+    assert!(report.ok, "{report}");
+    let sizes: Vec<(&str, Option<u64>)> = report
+        .families
+        .iter()
+        .filter(|f| f.present)
+        .map(|f| (f.family.as_str(), f.size))
+        .collect();
+    assert_eq!(
+        sizes,
+        [("ap1g7", Some(3_072_000)), ("ap1g8", Some(2_048_000))]
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let done = bundle(
+        &url,
+        &out.path().join("EWC"),
+        &quick(),
+        &BundleOptions::default(),
+        &mut |_, _| {},
+    )
+    .await
+    .expect("bundle");
+    assert_eq!(done.fetched.len(), 2);
+    assert_eq!(
+        airlift_tests::sha256_file(&out.path().join("EWC/ap1g8")),
+        airlift_tests::sha256_file(&folder.join("ap1g8"))
+    );
+    // A file, not a folder.
+    let not_dir =
+        Source::parse_folder(&format!("file://{}", folder.join("ap1g7").display())).expect("url");
+    let report = check(&not_dir, &quick(), None).await;
+    assert_eq!(report.steps[2].status, Status::Fail, "{report}");
+    assert!(
+        report.steps[2].detail.ends_with("is a file, not a folder"),
+        "{report}"
+    );
+}

@@ -282,6 +282,41 @@ async fn the_least_recently_used_image_is_evicted_under_the_cap() {
     assert_eq!(names(&root.path().join("objects")), vec![hex(&sha(&b))]);
     assert!(store.lookup(&sha(&a)).is_none());
     assert!(store.lookup(&sha(&b)).is_some());
+
+    // A lookup counts as a use: with room for two, b (made old, then looked up) outlives c's
+    // arrival, and d's arrival evicts c, the one not used since.
+    let store = Store::open(root.path(), 2_500_000).expect("reopen");
+    let c = airlift_tests::pseudo_random(1_000_000, 13);
+    let d = airlift_tests::pseudo_random(1_000_000, 14);
+    std::fs::write(served.path().join("c"), &c).expect("write");
+    std::fs::write(served.path().join("d"), &d).expect("write");
+    let b_path = root.path().join("objects").join(hex(&sha(&b)));
+    let age = |path: &std::path::Path, secs: u64| {
+        std::fs::File::options()
+            .append(true)
+            .open(path)
+            .expect("open")
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(secs))
+            .expect("mtime");
+    };
+    age(&b_path, 120);
+    store
+        .get(&url(port, "c"), Expected::default(), &opts)
+        .expect("get")
+        .wait()
+        .await
+        .expect("c");
+    age(&root.path().join("objects").join(hex(&sha(&c))), 60);
+    assert!(store.lookup(&sha(&b)).is_some(), "b is used again");
+    store
+        .get(&url(port, "d"), Expected::default(), &opts)
+        .expect("get")
+        .wait()
+        .await
+        .expect("d");
+    let mut want = vec![hex(&sha(&b)), hex(&sha(&d))];
+    want.sort();
+    assert_eq!(names(&root.path().join("objects")), want);
 }
 
 fn hex(b: &[u8]) -> String {
