@@ -291,7 +291,12 @@ async fn run(
     let info = dir.read_small(VERSION_INFO, MAX_VERSION_FILE).await;
     if tftp {
         match &info {
-            Err(e) if matches!(e.kind, ErrorKind::TimedOut | ErrorKind::Unreachable) => {
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::TimedOut | ErrorKind::UnknownHost | ErrorKind::Unreachable
+                ) =>
+            {
                 steps.push(failed("server", e));
                 skip_rest(steps, 1);
                 return false;

@@ -19,7 +19,9 @@ pub enum ErrorKind {
     HostKeyMismatch,
     /// The host name does not resolve.
     UnknownHost,
-    /// The connection was refused (or the network is unreachable).
+    /// Nothing listens on the port (TCP reset).
+    Refused,
+    /// No route to the host or its network (the detail says which).
     Unreachable,
     /// The server broke the protocol or reported another error.
     Protocol,
@@ -39,7 +41,8 @@ impl ErrorKind {
             ErrorKind::AuthenticationFailed => "Authentication failed",
             ErrorKind::HostKeyMismatch => "Host key mismatch",
             ErrorKind::UnknownHost => "Name or service not known",
-            ErrorKind::Unreachable => "Connection refused",
+            ErrorKind::Refused => "Connection refused",
+            ErrorKind::Unreachable => "Host unreachable",
             ErrorKind::Protocol => "Protocol error",
             ErrorKind::Verification => "Verification failed",
             ErrorKind::LocalIo => "Local I/O error",
@@ -55,6 +58,7 @@ impl ErrorKind {
             ErrorKind::AuthenticationFailed => "authentication-failed",
             ErrorKind::HostKeyMismatch => "host-key-mismatch",
             ErrorKind::UnknownHost => "unknown-host",
+            ErrorKind::Refused => "connection-refused",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Verification => "verification",

@@ -18,7 +18,7 @@ use relay::{Expected, FetchOptions, Progress, Source};
 #[command(
     name = "relay",
     version,
-    after_help = "Exit status: 0 ok, 1 the fetch or check failed (the line says why), 2 usage or local error."
+    after_help = "Exit status: 0 ok, 1 the fetch or check failed (the line says why), 2 usage or local error, 130 interrupted (temporaries removed)."
 )]
 struct Cli {
     #[command(subcommand)]

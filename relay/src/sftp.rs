@@ -243,7 +243,7 @@ impl Session {
         let tcp = tokio::net::TcpStream::connect(&addrs[..])
             .await
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => err(ErrorKind::Unreachable, String::new()),
+                std::io::ErrorKind::ConnectionRefused => err(ErrorKind::Refused, String::new()),
                 std::io::ErrorKind::TimedOut => err(ErrorKind::TimedOut, e.to_string()),
                 _ => err(ErrorKind::Unreachable, e.to_string()),
             })?;

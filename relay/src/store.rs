@@ -4,14 +4,15 @@
 //!
 //! Layout under the store's root:
 //! - `objects/<sha256>`: verified images, named by their SHA-256; only ever created by
-//!   `rename` after the size and hash matched what was expected, so a corrupt or partial file
-//!   is never served.
+//!   `link(2)` to a synced temporary after its bytes matched what was expected (size, hash,
+//!   or an AP image's own tar and info), so a corrupt or partial file is never served.
 //! - `tmp/`: fetches in progress (emptied when the store opens).
 //!
 //! A fetch hashes the bytes as they are written. While it runs, [`Store::get`] callers for the
-//! same source share it and can read what has arrived so far through [`Flight::reader`]; the
-//! reader keeps its descriptor when the temporary is renamed into `objects/`, so it reads on
-//! into the finished file.
+//! same source (fetched with the same login and expectation) share it and can read what has
+//! arrived so far through [`Flight::reader`]. The temporary is removed only after the flight
+//! is announced done, so a reader opened at any moment finds the temporary or the object; an
+//! open reader keeps its descriptor, the same file as the object.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -92,15 +93,30 @@ impl Flight {
     /// [`FlightReader::next_chunk`] returns what arrived since the last one, waiting for more,
     /// and ends when the fetch is done. Only a fetch that then verifies should be trusted:
     /// [`FlightReader::next_chunk`] returns the fetch's error if it fails.
-    pub fn reader(&self) -> io::Result<FlightReader> {
-        let file = match File::open(&self.tmp) {
-            Ok(f) => f,
-            // Finished (and renamed) in between: read the stored object.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match &*self.state.borrow() {
-                FlightState::Done(o) => File::open(&o.path)?,
-                _ => return Err(e),
-            },
-            Err(e) => return Err(e),
+    pub async fn reader(&self) -> io::Result<FlightReader> {
+        let mut state = self.state.clone();
+        let file = loop {
+            match File::open(&self.tmp) {
+                Ok(f) => break f,
+                // The temporary is gone: the fetch is ending. Once it is announced done, read
+                // the stored object (the same bytes).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let done = match &*state.borrow_and_update() {
+                        FlightState::Done(o) => Some(o.path.clone()),
+                        FlightState::Failed(_) => return Err(e),
+                        FlightState::Running(_) => None,
+                    };
+                    match done {
+                        Some(path) => break File::open(path)?,
+                        None => {
+                            if state.changed().await.is_err() {
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         };
         Ok(FlightReader {
             file,
@@ -148,6 +164,26 @@ impl FlightReader {
                     "the fetch stopped without a result",
                 ));
             }
+        }
+    }
+}
+
+/// How `opts` logs in and trusts the server, for the single-flight key (in memory only; the
+/// password enters only as a SHA-256).
+fn access_key(opts: &FetchOptions) -> String {
+    use sha2::{Digest, Sha256};
+    match &opts.sftp {
+        None => String::new(),
+        Some(o) => {
+            let secret = match &o.credential {
+                crate::sftp::Credential::Password(p) => format!("password\0{p}"),
+                crate::sftp::Credential::Key(k) => format!("key\0{}", k.display()),
+            };
+            format!(
+                "{}\0{:?}",
+                hex(&Sha256::digest(secret.as_bytes())),
+                o.host_key
+            )
         }
     }
 }
@@ -204,9 +240,10 @@ impl Store {
         expected: Expected,
         opts: &FetchOptions,
     ) -> io::Result<Arc<Flight>> {
-        // The source with its user (two accounts never share a fetch) and what is expected
-        // (a caller never gets bytes checked against another caller's expectation).
-        let key = format!("{}\0{expected:?}", source.identity());
+        // The source with its user, the login and host key trust it is fetched with (a caller
+        // never gets bytes fetched under another caller's credentials), and what is expected
+        // (nor checked against another caller's expectation).
+        let key = format!("{}\0{}\0{expected:?}", source.identity(), access_key(opts));
         let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(f) = flights.get(&key) {
             return Ok(Arc::clone(f));
@@ -242,9 +279,11 @@ impl Store {
             let result = store
                 .run(&source, expected, &opts, tmp_file, &tmp_path, &tx)
                 .await;
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp_path);
-            }
+            // The object (a hard link to the temporary) exists before the temporary goes; a
+            // reader that finds neither waits for Done and opens the object. Everything is
+            // cleaned up before the outcome is announced, so a caller that saw it finds the
+            // store settled.
+            let _ = fs::remove_file(&tmp_path);
             store
                 .flights
                 .lock()
@@ -282,7 +321,13 @@ impl Store {
         let (done, file) = sink.finish(source)?;
         file.sync_all().map_err(local)?;
         let final_path = self.root.join("objects").join(hex(&done.sha256));
-        fs::rename(tmp, &final_path).map_err(local)?;
+        // A second name for the verified temporary (removed once Done is announced). The
+        // same bytes may already be stored, fetched from another source: keep those.
+        match fs::hard_link(tmp, &final_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(local(e)),
+        }
         self.evict(&final_path);
         Ok(Object {
             path: final_path,

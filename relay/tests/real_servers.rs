@@ -795,7 +795,6 @@ async fn tftp_to_a_silent_port_times_out_within_the_deadline() {
         e.to_string(),
         format!("Failed to download file {src}: Timed out (deadline of 3 s reached)")
     );
-    assert_eq!(deadline, Duration::from_secs(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -806,9 +805,9 @@ async fn sftp_to_a_closed_port_is_unreachable() {
         Credential::Password("unused".into()),
         HostKeyCheck::Fingerprint(format!("SHA256:{}", "A".repeat(43))),
     );
-    // Unreachable, not TimedOut: reported at once rather than at the deadline.
+    // Refused, not TimedOut: reported at once rather than at the deadline.
     let e = fetch_err(&src, &opts).await;
-    assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+    assert_eq!(e.kind, ErrorKind::Refused, "{e}");
     assert_eq!(
         e.to_string(),
         format!(

@@ -217,7 +217,7 @@ async fn a_reader_follows_the_fetch_while_it_runs() {
             &FetchOptions::default(),
         )
         .expect("get");
-    let mut reader = flight.reader().expect("reader");
+    let mut reader = flight.reader().await.expect("reader");
     let mut got = Vec::new();
     while got.len() < 512 * HELD_AT {
         let chunk = reader
@@ -321,4 +321,35 @@ async fn the_least_recently_used_image_is_evicted_under_the_cap() {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_with_different_expectations_never_share_a_fetch() {
+    let served = tempfile::tempdir().expect("tempdir");
+    let data = airlift_tests::pseudo_random(300_000, 15);
+    std::fs::write(served.path().join("ap1g8"), &data).expect("write");
+    let server = common::start(served.path());
+    let root = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(root.path(), 1 << 30).expect("store");
+    let src = url(server.addr.port(), "ap1g8");
+    let opts = FetchOptions::default();
+    let right = Expected {
+        sha256: Some(sha(&data)),
+        ..Expected::default()
+    };
+    let wrong = Expected {
+        sha256: Some([9u8; 32]),
+        ..Expected::default()
+    };
+    // Started together: the second must not be handed the first one's verdict (or bytes).
+    let a = store.get(&src, right, &opts).expect("get");
+    let b = store.get(&src, wrong, &opts).expect("get");
+    assert_eq!(store.fetches_started(), 2);
+    let obj = a.wait().await.expect("right hash");
+    let Err(e) = b.wait().await else {
+        panic!("a wrong expectation was satisfied by another caller's fetch")
+    };
+    assert_eq!(e.kind, ErrorKind::Verification);
+    assert_eq!(names(&root.path().join("objects")), [obj.sha256]);
+    assert!(names(&root.path().join("tmp")).is_empty());
 }

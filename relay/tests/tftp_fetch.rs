@@ -300,7 +300,7 @@ async fn the_cli_exits_0_only_for_a_complete_file_and_prints_the_controller_line
     assert!(!missing.exists());
     for (url, extra) in [
         ("http://x/y".to_owned(), &[][..]),
-        (url("notes.bin"), &["--blksize", "70000"][..]),
+        (url("notes.bin"), &["--blksize", "65465"][..]),
         (url("notes.bin"), &["--sha256", "beef"][..]),
         (url("notes.bin"), &["--ap-version", "17.9.4.27"][..]),
         ("sftp://ap@127.0.0.1:1/x".to_owned(), &[][..]),
