@@ -1,6 +1,23 @@
 //! # controller — relay AP images over CAPWAP, and the one-command lab
 //!
-//! **Not built yet** (a later issue fills this crate in). What it will be: a sans-IO CAPWAP
-//! core (RFC 5415 framing, Join/Configuration Update/Image Data/Reset, reliability), a
-//! controller that fetches each AP family's image once through `relay` and hands it to many
-//! APs, an AP simulator, and `controller lab`.
+//! **In progress** (issue 6). Built so far:
+//! - [`capwap`]: the sans-IO CAPWAP core (RFC 5415 header, control header, message elements,
+//!   messages with their mandatory-element checks, fragmentation and reassembly, §4.5.3
+//!   request/response reliability), shared by the controller and the AP simulator.
+//! - [`config`]: the TOML config file, modelled on `wireless profile image-download default`
+//!   (tftp, sftp or local folder; parallel or in sets; retries), checked into relay sources.
+//! - [`images`]: each family's image fetched once through relay's store, verified by the
+//!   release's manifest or its own tar against `version.info`, loaded once and shared, MD5
+//!   computed once; failures remembered until the retry interval.
+//! - [`events`]: the controller's syslog lines (`%INSTALL-…`, `%CAPWAPAC_SMGR_TRACE_MESSAGE-…`)
+//!   and their `*Feb 1 20:29:14.108: ` timestamps.
+//! - [`show`]: `show ap image` — counters derived from per-AP rows, text and JSON.
+//!
+//! Not yet: the per-AP session state machines (join, image data, predownload, reset), the
+//! tokio shell and `show` socket, the AP simulator, `controller lab`.
+
+pub mod capwap;
+pub mod config;
+pub mod events;
+pub mod images;
+pub mod show;
