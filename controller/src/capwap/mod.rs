@@ -8,7 +8,7 @@
 //!   ID and offset, Radio MAC and Wireless Specific Information). A DTLS preamble is told
 //!   apart ([`header::preamble`]) and refused with its own error: DTLS is not implemented,
 //!   and a DTLS layer would sit in front of this one, handing it the decrypted bytes.
-//! - [`fragment`]: splitting an encoded message into datagrams, and a bounded
+//! - [`fragment`](mod@fragment): splitting an encoded message into datagrams, and a bounded
 //!   [`Reassembler`] that turns fragments back into one message.
 //! - [`control`]: the control header and the message types.
 //! - [`element`]: message elements — TLV framing and a typed [`Element`] that borrows from
