@@ -242,6 +242,12 @@ impl Requester {
         Ok(seq)
     }
 
+    /// Whether [`Requester::poll_transmit`] has a datagram now (lets a caller with several
+    /// sources choose without holding a borrow).
+    pub fn has_transmit(&self) -> bool {
+        self.outstanding.is_some() && self.cursor < self.datagrams.len()
+    }
+
     /// The next datagram to put on the wire, if one is due.
     pub fn poll_transmit(&mut self) -> Option<&[u8]> {
         self.outstanding?;
@@ -430,6 +436,11 @@ impl Responder {
         self.answered = true;
         self.cursor = 0;
         Ok(())
+    }
+
+    /// Whether [`Responder::poll_transmit`] has a datagram now.
+    pub fn has_transmit(&self) -> bool {
+        self.cursor < self.datagrams.len()
     }
 
     /// The next datagram to put on the wire, if one is due.

@@ -1,0 +1,947 @@
+//! The controller's side of one AP's CAPWAP session, sans-IO: join, image data (stop-and-wait
+//! blocks of one shared image), predownload and activate, echo — the conversation
+//! [`crate::flow`] fixes. Driven like tftpd's state machines: [`AcSession::handle_datagram`],
+//! [`AcSession::handle_timeout`], [`AcSession::poll_transmit`], [`AcSession::poll_timeout`];
+//! what happened comes out of [`AcSession::poll_event`]. The image itself arrives through
+//! [`AcSession::image_ready`] when the shell has it (it asks after
+//! [`AcEvent::ImageWanted`]), so a session never waits on I/O.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::capwap::{
+    AcDescriptor, AcInformation, ControlIpv4Address, EcnSupport, Element, ImageData,
+    ImageIdentifier, ImageInformation, Message, MessageType, RadioInformation, RequestDisposition,
+    Requester, Responder, ResultCode, RetransmitConfig, SubElements, encode_image_data_request,
+};
+use crate::flow::CISCO_VENDOR_ID;
+
+/// What the controller says and how it sends.
+#[derive(Debug, Clone)]
+pub struct AcConfig {
+    /// AC Name.
+    pub ac_name: String,
+    /// The address APs reach it at (CAPWAP Control IPv4 Address).
+    pub control_ipv4: Ipv4Addr,
+    /// Image bytes per Image Data message.
+    pub block_size: u16,
+    /// Request retransmission.
+    pub retransmit: RetransmitConfig,
+    /// The version the network runs (`version.info`).
+    pub version: String,
+}
+
+/// An image to send: shared bytes and the MD5 Image Information carries.
+#[derive(Debug, Clone)]
+pub struct ImageToSend {
+    /// The family (`ap1g8`).
+    pub family: String,
+    /// The bytes, shared with every other session sending it.
+    pub bytes: Arc<[u8]>,
+    /// MD5 of the bytes.
+    pub md5: [u8; 16],
+}
+
+/// What the AP said of itself in its Join Request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApInfo {
+    /// WTP Name.
+    pub name: String,
+    /// Model (WTP Board Data).
+    pub model: String,
+    /// Serial number.
+    pub serial: String,
+    /// Base MAC, when given.
+    pub mac: Option<[u8; 6]>,
+    /// Active software version (the primary image).
+    pub primary: String,
+    /// Other software version (the backup image), when given.
+    pub backup: Option<String>,
+}
+
+/// Something the shell logs, shows or acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcEvent {
+    /// The AP joined.
+    Joined(ApInfo),
+    /// A Join Request lacked a mandatory element; refused with Result Code 20.
+    JoinRefused {
+        /// What was missing.
+        missing: String,
+    },
+    /// The AP asks for its family's image: call [`AcSession::image_ready`].
+    ImageWanted {
+        /// The family it named.
+        family: String,
+        /// Predownload (stored as backup) rather than download at join.
+        predownload: bool,
+    },
+    /// Blocks started going out.
+    TransferStarted {
+        /// Family.
+        family: String,
+        /// Image size.
+        size: u64,
+    },
+    /// The AP accepted the last block (it checked size, MD5 and tar).
+    TransferDone {
+        /// Family.
+        family: String,
+        /// Bytes sent.
+        bytes: u64,
+        /// Image Data messages sent.
+        messages: u64,
+        /// Retransmissions along the way.
+        retransmissions: u64,
+    },
+    /// The transfer ended without the image: refused by the AP, or no image to send.
+    TransferFailed {
+        /// Family.
+        family: String,
+        /// Why.
+        reason: String,
+    },
+    /// Configuration Update for predownload answered.
+    PredownloadAnswered {
+        /// Result Code (17: the AP already has the image as its backup).
+        result: u32,
+    },
+    /// Reset Request (activate) answered.
+    ResetAnswered {
+        /// Result Code.
+        result: u32,
+    },
+    /// The AP stopped answering (MaxRetransmit reached); the session is over.
+    Gone,
+}
+
+#[derive(Debug)]
+enum Transfer {
+    None,
+    /// The AP's Image Data Request `seq` waits for the image.
+    Awaiting {
+        family: String,
+        seq: u8,
+    },
+    Sending {
+        image: ImageToSend,
+        offset: usize,
+        messages: u64,
+        /// The outstanding block is the last.
+        last: bool,
+    },
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcError {
+    /// A request of ours is still outstanding, or a transfer runs.
+    #[error("the session is busy")]
+    Busy,
+    /// The AP has not joined.
+    #[error("the AP has not joined")]
+    NotJoined,
+}
+
+/// One AP's session.
+#[derive(Debug)]
+pub struct AcSession {
+    cfg: AcConfig,
+    requester: Requester,
+    responder: Responder,
+    info: Option<ApInfo>,
+    transfer: Transfer,
+    /// The outstanding request of ours, by type.
+    asked: Option<MessageType>,
+    /// A predownload was asked: the next Image Data Request is one.
+    predownload_pending: bool,
+    events: VecDeque<AcEvent>,
+    buf: Vec<u8>,
+    gone: bool,
+    /// Retransmissions during the current transfer.
+    retransmissions: u64,
+    /// Datagrams that failed to decode or were unexpected.
+    pub ignored: u64,
+}
+
+impl AcSession {
+    /// A session for an AP that has sent nothing yet.
+    pub fn new(cfg: AcConfig) -> AcSession {
+        let retransmit = cfg.retransmit;
+        AcSession {
+            cfg,
+            requester: Requester::new(retransmit, 0),
+            responder: Responder::new(),
+            info: None,
+            transfer: Transfer::None,
+            asked: None,
+            predownload_pending: false,
+            events: VecDeque::new(),
+            buf: Vec::with_capacity(2048),
+            gone: false,
+            retransmissions: 0,
+            ignored: 0,
+        }
+    }
+
+    /// What the AP said when it joined.
+    pub fn info(&self) -> Option<&ApInfo> {
+        self.info.as_ref()
+    }
+
+    /// Bytes sent and the size, while a transfer runs.
+    pub fn progress(&self) -> Option<(u64, u64)> {
+        match &self.transfer {
+            Transfer::Sending { image, offset, .. } => {
+                Some((*offset as u64, image.bytes.len() as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// The session is over (the AP stopped answering).
+    pub fn is_gone(&self) -> bool {
+        self.gone
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<AcEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next datagram for the AP: cached responses first, then our request.
+    pub fn poll_transmit(&mut self) -> Option<&[u8]> {
+        if self.responder.has_transmit() {
+            return self.responder.poll_transmit();
+        }
+        self.requester.poll_transmit()
+    }
+
+    /// When [`AcSession::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.requester.poll_timeout()
+    }
+
+    /// Retransmits our outstanding request, or gives the AP up.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.requester.handle_timeout(now).is_some() {
+            self.gone = true;
+            self.transfer = Transfer::None;
+            self.events.push_back(AcEvent::Gone);
+        }
+    }
+
+    /// A datagram from the AP (a whole message: fragments are reassembled before).
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        let Ok(msg) = Message::decode(datagram) else {
+            self.ignored += 1;
+            return;
+        };
+        if msg.message_type.is_request() {
+            match self.responder.handle_request(msg.seq) {
+                RequestDisposition::New => self.on_request(now, &msg),
+                RequestDisposition::Duplicate
+                | RequestDisposition::InProgress
+                | RequestDisposition::Old => {}
+            }
+        } else {
+            self.on_response(now, &msg);
+        }
+    }
+
+    fn respond(&mut self, msg: &Message<'_>) {
+        self.buf.clear();
+        if msg.encode(&mut self.buf).is_ok() {
+            let _ = self.responder.respond(msg.seq, &self.buf);
+        }
+    }
+
+    fn respond_result(&mut self, request: &Message<'_>, code: ResultCode) {
+        let Some(kind) = request.message_type.response() else {
+            return;
+        };
+        let reply = Message::new(kind, request.seq, vec![Element::ResultCode(code)]);
+        self.respond(&reply);
+    }
+
+    fn on_request(&mut self, now: Instant, msg: &Message<'_>) {
+        match msg.message_type {
+            MessageType::JOIN_REQUEST => self.on_join(msg),
+            MessageType::ECHO_REQUEST => {
+                let reply = Message::new(MessageType::ECHO_RESPONSE, msg.seq, Vec::new());
+                self.respond(&reply);
+            }
+            MessageType::IMAGE_DATA_REQUEST => {
+                let family = msg.image_identifier().map(|i| i.data.to_owned());
+                match (family, &self.info) {
+                    (Some(family), Some(_)) if matches!(self.transfer, Transfer::None) => {
+                        let predownload = std::mem::take(&mut self.predownload_pending);
+                        self.transfer = Transfer::Awaiting {
+                            family: family.clone(),
+                            seq: msg.seq,
+                        };
+                        self.events.push_back(AcEvent::ImageWanted {
+                            family,
+                            predownload,
+                        });
+                    }
+                    _ => self.respond_result(msg, ResultCode::INVALID_IN_CURRENT_STATE),
+                }
+                let _ = now;
+            }
+            t if t.is_request() => self.respond_result(msg, ResultCode::UNRECOGNIZED_REQUEST),
+            _ => self.ignored += 1,
+        }
+    }
+
+    fn on_join(&mut self, msg: &Message<'_>) {
+        if let Err(missing) = msg.check_mandatory() {
+            self.respond_result(msg, missing.result_code());
+            self.events.push_back(AcEvent::JoinRefused {
+                missing: missing.to_string(),
+            });
+            return;
+        }
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut info = ApInfo {
+            name: String::new(),
+            model: String::new(),
+            serial: String::new(),
+            mac: None,
+            primary: String::new(),
+            backup: None,
+        };
+        let mut radio = RadioInformation {
+            radio_id: 1,
+            radio_type: RadioInformation::TYPE_B,
+        };
+        for e in &msg.elements {
+            match e {
+                Element::WtpName(n) => info.name = text(n),
+                Element::WtpBoardData(b) => {
+                    info.model = text(b.model);
+                    info.serial = text(b.serial);
+                    info.mac = b.base_mac.and_then(|m| <[u8; 6]>::try_from(m).ok());
+                }
+                Element::WtpDescriptor(d) => {
+                    info.primary = text(d.active_software_version.value);
+                    info.backup = d.other_software_version.map(|v| text(v.value));
+                }
+                Element::WtpRadioInformation(r) => radio = *r,
+                _ => {}
+            }
+        }
+        // A new join is a new session: our own requests start over.
+        self.requester.cancel();
+        self.asked = None;
+        self.transfer = Transfer::None;
+        self.predownload_pending = false;
+        let hardware = AcInformation {
+            vendor_id: CISCO_VENDOR_ID,
+            kind: 4,
+            data: b"airlift",
+        };
+        let software = AcInformation {
+            vendor_id: CISCO_VENDOR_ID,
+            kind: 5,
+            data: self.cfg.version.as_bytes(),
+        };
+        let ac_info = [hardware, software];
+        let reply = Message::new(
+            MessageType::JOIN_RESPONSE,
+            msg.seq,
+            vec![
+                Element::ResultCode(ResultCode::SUCCESS),
+                Element::AcDescriptor(AcDescriptor {
+                    stations: 0,
+                    station_limit: 0,
+                    active_wtps: 0,
+                    max_wtps: u16::MAX,
+                    security: 0x04,
+                    r_mac: 2,
+                    dtls_policy: 0x02,
+                    info: SubElements::new(&ac_info),
+                }),
+                Element::AcName(self.cfg.ac_name.as_bytes()),
+                Element::WtpRadioInformation(radio),
+                Element::EcnSupport(EcnSupport::Limited),
+                Element::ControlIpv4Address(ControlIpv4Address {
+                    address: self.cfg.control_ipv4,
+                    wtp_count: 0,
+                }),
+                Element::LocalIpv4Address(self.cfg.control_ipv4),
+                Element::ImageIdentifier(ImageIdentifier {
+                    vendor_id: CISCO_VENDOR_ID,
+                    data: &self.cfg.version,
+                }),
+            ],
+        );
+        let mut out = std::mem::take(&mut self.buf);
+        out.clear();
+        if reply.encode(&mut out).is_ok() {
+            let _ = self.responder.respond(msg.seq, &out);
+        }
+        self.buf = out;
+        self.info = Some(info.clone());
+        self.events.push_back(AcEvent::Joined(info));
+    }
+
+    /// The image the AP asked for (after [`AcEvent::ImageWanted`]), or why there is none.
+    /// Answers its Image Data Request and starts the blocks.
+    pub fn image_ready(&mut self, now: Instant, image: Result<ImageToSend, String>) {
+        let Transfer::Awaiting { family, seq } =
+            std::mem::replace(&mut self.transfer, Transfer::None)
+        else {
+            return;
+        };
+        let image = match image {
+            Ok(i) if i.family != family => {
+                self.refuse(seq, &family, format!("got the image of {}", i.family));
+                return;
+            }
+            Ok(i) if u32::try_from(i.bytes.len()).is_err() => {
+                self.refuse(seq, &family, "larger than Image Information can say".into());
+                return;
+            }
+            Ok(i) => i,
+            Err(reason) => {
+                self.refuse(seq, &family, reason);
+                return;
+            }
+        };
+        let info = ImageInformation {
+            file_size: u32::try_from(image.bytes.len()).unwrap_or(u32::MAX),
+            md5: image.md5,
+        };
+        let reply = Message::new(
+            MessageType::IMAGE_DATA_RESPONSE,
+            seq,
+            vec![
+                Element::ResultCode(ResultCode::SUCCESS),
+                Element::ImageInformation(info),
+            ],
+        );
+        self.respond(&reply);
+        self.events.push_back(AcEvent::TransferStarted {
+            family: image.family.clone(),
+            size: image.bytes.len() as u64,
+        });
+        self.transfer = Transfer::Sending {
+            image,
+            offset: 0,
+            messages: 0,
+            last: false,
+        };
+        self.send_block(now);
+    }
+
+    fn refuse(&mut self, seq: u8, family: &str, reason: String) {
+        let reply = Message::new(
+            MessageType::IMAGE_DATA_RESPONSE,
+            seq,
+            vec![Element::ResultCode(ResultCode::IMAGE_DATA_OTHER_ERROR)],
+        );
+        self.respond(&reply);
+        self.events.push_back(AcEvent::TransferFailed {
+            family: family.to_owned(),
+            reason,
+        });
+    }
+
+    /// Sends the block at the current offset (the last one as EOF).
+    fn send_block(&mut self, now: Instant) {
+        let Transfer::Sending {
+            image,
+            offset,
+            messages,
+            last,
+        } = &mut self.transfer
+        else {
+            return;
+        };
+        let size = image.bytes.len();
+        let n = usize::from(self.cfg.block_size).min(size - *offset);
+        let chunk = &image.bytes[*offset..*offset + n];
+        *last = *offset + n == size;
+        let data = if *last {
+            ImageData::Eof(chunk)
+        } else {
+            ImageData::Data(chunk)
+        };
+        let seq = self.requester.next_seq();
+        self.buf.clear();
+        if encode_image_data_request(seq, data, &mut self.buf).is_ok()
+            && self.requester.send(now, &self.buf).is_ok()
+        {
+            *messages += 1;
+            self.asked = Some(MessageType::IMAGE_DATA_REQUEST);
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, msg: &Message<'_>) {
+        let Some(asked) = self.asked else {
+            self.ignored += 1;
+            return;
+        };
+        if Some(msg.message_type) != asked.response() {
+            self.ignored += 1;
+            return;
+        }
+        let Some(done) = self.requester.handle_response(now, msg.seq) else {
+            return;
+        };
+        self.asked = None;
+        let result = msg.result_code().unwrap_or(ResultCode::SUCCESS);
+        match asked {
+            MessageType::IMAGE_DATA_REQUEST => {
+                self.on_block_answered(now, result, done.retransmissions)
+            }
+            MessageType::CONFIGURATION_UPDATE_REQUEST => {
+                self.predownload_pending = result.is_success();
+                self.events
+                    .push_back(AcEvent::PredownloadAnswered { result: result.0 });
+            }
+            MessageType::RESET_REQUEST => {
+                self.events
+                    .push_back(AcEvent::ResetAnswered { result: result.0 });
+            }
+            _ => {}
+        }
+    }
+
+    fn on_block_answered(&mut self, now: Instant, result: ResultCode, retransmissions: u32) {
+        let Transfer::Sending {
+            image,
+            offset,
+            messages,
+            last,
+        } = &mut self.transfer
+        else {
+            return;
+        };
+        if !result.is_success() {
+            let family = image.family.clone();
+            self.transfer = Transfer::None;
+            self.events.push_back(AcEvent::TransferFailed {
+                family,
+                reason: format!(
+                    "the AP answered {}",
+                    result.description().unwrap_or("an unknown Result Code")
+                ),
+            });
+            return;
+        }
+        self.retransmissions += u64::from(retransmissions);
+        let n = usize::from(self.cfg.block_size).min(image.bytes.len() - *offset);
+        *offset += n;
+        if *last {
+            let event = AcEvent::TransferDone {
+                family: image.family.clone(),
+                bytes: *offset as u64,
+                messages: *messages,
+                retransmissions: self.retransmissions,
+            };
+            self.transfer = Transfer::None;
+            self.retransmissions = 0;
+            self.events.push_back(event);
+        } else {
+            self.send_block(now);
+        }
+    }
+
+    /// Asks a joined AP to predownload the network's version (Configuration Update Request
+    /// with the Image Identifier).
+    pub fn predownload(&mut self, now: Instant) -> Result<(), AcError> {
+        self.ask(now, MessageType::CONFIGURATION_UPDATE_REQUEST)
+    }
+
+    /// Asks a joined AP to activate the predownloaded version (Reset Request).
+    pub fn activate(&mut self, now: Instant) -> Result<(), AcError> {
+        self.ask(now, MessageType::RESET_REQUEST)
+    }
+
+    fn ask(&mut self, now: Instant, kind: MessageType) -> Result<(), AcError> {
+        if self.info.is_none() {
+            return Err(AcError::NotJoined);
+        }
+        if self.asked.is_some() || !matches!(self.transfer, Transfer::None) {
+            return Err(AcError::Busy);
+        }
+        let msg = Message::new(
+            kind,
+            self.requester.next_seq(),
+            vec![Element::ImageIdentifier(ImageIdentifier {
+                vendor_id: CISCO_VENDOR_ID,
+                data: &self.cfg.version,
+            })],
+        );
+        let mut out = Vec::new();
+        msg.encode(&mut out).map_err(|_| AcError::Busy)?;
+        self.requester.send(now, &out).map_err(|_| AcError::Busy)?;
+        self.asked = Some(kind);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::capwap::{
+        EncryptionCapability, FrameTunnelMode, MacType, VendorVersion, WtpBoardData, WtpDescriptor,
+        encode_image_data_response,
+    };
+
+    fn config(block_size: u16) -> AcConfig {
+        AcConfig {
+            ac_name: "airlift".into(),
+            control_ipv4: Ipv4Addr::LOCALHOST,
+            block_size,
+            retransmit: RetransmitConfig {
+                interval: Duration::from_millis(100),
+                max_retransmit: 2,
+                max_interval: None,
+            },
+            version: "17.9.4.27".into(),
+        }
+    }
+
+    fn join_request(seq: u8) -> Vec<u8> {
+        let enc = [EncryptionCapability {
+            wbid: 1,
+            capabilities: 0,
+        }];
+        let mac = [0x00, 0xa2, 0xee, 0xb1, 0x00, 0x01];
+        let cisco = |value| VendorVersion {
+            vendor_id: CISCO_VENDOR_ID,
+            value,
+        };
+        let msg = Message::new(
+            MessageType::JOIN_REQUEST,
+            seq,
+            vec![
+                Element::LocationData(b"lab"),
+                Element::WtpBoardData(WtpBoardData {
+                    vendor_id: CISCO_VENDOR_ID,
+                    model: b"C9105AXI-E",
+                    serial: b"FOC0001",
+                    board_id: None,
+                    board_revision: None,
+                    base_mac: Some(&mac),
+                }),
+                Element::WtpDescriptor(WtpDescriptor {
+                    max_radios: 2,
+                    radios_in_use: 2,
+                    encryption: SubElements::new(&enc),
+                    hardware_version: cisco(b"1.0"),
+                    active_software_version: cisco(b"17.3.3.26"),
+                    boot_version: cisco(b"1.1"),
+                    other_software_version: Some(cisco(b"8.10.130.0")),
+                }),
+                Element::WtpName(b"AP-0001"),
+                Element::SessionId([7; 16]),
+                Element::WtpFrameTunnelMode(FrameTunnelMode(FrameTunnelMode::LOCAL_BRIDGING)),
+                Element::WtpMacType(MacType::Local),
+                Element::WtpRadioInformation(RadioInformation {
+                    radio_id: 1,
+                    radio_type: RadioInformation::TYPE_G,
+                }),
+                Element::EcnSupport(EcnSupport::Limited),
+                Element::LocalIpv4Address(Ipv4Addr::LOCALHOST),
+            ],
+        );
+        msg.to_vec().unwrap_or_default()
+    }
+
+    fn image_request(seq: u8, family: &str) -> Vec<u8> {
+        Message::new(
+            MessageType::IMAGE_DATA_REQUEST,
+            seq,
+            vec![
+                Element::ImageIdentifier(ImageIdentifier {
+                    vendor_id: CISCO_VENDOR_ID,
+                    data: family,
+                }),
+                Element::InitiateDownload,
+            ],
+        )
+        .to_vec()
+        .unwrap_or_default()
+    }
+
+    fn drain(s: &mut AcSession) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(d) = s.poll_transmit() {
+            out.push(d.to_vec());
+        }
+        out
+    }
+
+    fn events(s: &mut AcSession) -> Vec<AcEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn image(len: usize) -> ImageToSend {
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        ImageToSend {
+            family: "ap1g8".into(),
+            bytes: bytes.into(),
+            md5: [9; 16],
+        }
+    }
+
+    /// Joins, asks for ap1g8 and receives every block, answering each; returns the blocks.
+    fn download(block_size: u16, len: usize, duplicate_every: usize) -> (AcSession, Vec<u8>, u64) {
+        let now = Instant::now();
+        let mut s = AcSession::new(config(block_size));
+        s.handle_datagram(now, &join_request(1));
+        let replies = drain(&mut s);
+        let Ok(join) = Message::decode(&replies[0]) else {
+            panic!("join response")
+        };
+        assert_eq!(join.message_type, MessageType::JOIN_RESPONSE);
+        assert_eq!(join.result_code(), Some(ResultCode::SUCCESS));
+        assert_eq!(join.image_identifier().map(|i| i.data), Some("17.9.4.27"));
+        assert!(join.check_mandatory().is_ok(), "{join:?}");
+        s.handle_datagram(now, &image_request(2, "ap1g8"));
+        assert!(
+            drain(&mut s).is_empty(),
+            "answered before the image is there"
+        );
+        let evs = events(&mut s);
+        assert!(evs.contains(&AcEvent::ImageWanted {
+            family: "ap1g8".into(),
+            predownload: false
+        }));
+        // The AP repeats its request while it waits: nothing yet.
+        s.handle_datagram(now, &image_request(2, "ap1g8"));
+        assert!(drain(&mut s).is_empty());
+        let img = image(len);
+        s.image_ready(now, Ok(img.clone()));
+        let mut got = Vec::new();
+        let mut messages = 0u64;
+        let mut first = true;
+        loop {
+            let out = drain(&mut s);
+            let mut block = None;
+            for d in &out {
+                let Ok(m) = Message::decode(d) else {
+                    panic!("undecodable")
+                };
+                if m.message_type == MessageType::IMAGE_DATA_RESPONSE {
+                    assert!(first, "one Image Data Response");
+                    first = false;
+                    let Some(info) = m.image_information() else {
+                        panic!("no Image Information")
+                    };
+                    assert_eq!(info.file_size as usize, len);
+                    assert_eq!(info.md5, [9; 16]);
+                } else {
+                    assert_eq!(m.message_type, MessageType::IMAGE_DATA_REQUEST);
+                    block = Some((
+                        m.seq,
+                        m.image_data().map(|d| (d.data().to_vec(), d.data_type())),
+                    ));
+                }
+            }
+            let Some((seq, Some((data, kind)))) = block else {
+                break;
+            };
+            assert!(data.len() <= usize::from(block_size));
+            got.extend_from_slice(&data);
+            messages += 1;
+            let mut ack = Vec::new();
+            encode_image_data_response(seq, ResultCode::SUCCESS, &mut ack);
+            s.handle_datagram(now, &ack);
+            if duplicate_every > 0 && (messages as usize).is_multiple_of(duplicate_every) {
+                // A duplicated answer must not skip a block.
+                s.handle_datagram(now, &ack);
+            }
+            if kind == 2 {
+                break;
+            }
+        }
+        (s, got, messages)
+    }
+
+    #[test]
+    fn a_joining_ap_gets_the_version_then_every_block_once() {
+        for (block, len) in [
+            (1024u16, 10_000usize),
+            (1377, 70_512_640 / 4096),
+            (1024, 4096),
+        ] {
+            let (mut s, got, messages) = download(block, len, 7);
+            assert_eq!(got.len(), len);
+            assert!(got == image(len).bytes[..].to_vec());
+            assert_eq!(messages, len.div_ceil(usize::from(block)) as u64);
+            let evs = events(&mut s);
+            assert!(
+                evs.contains(&AcEvent::TransferDone {
+                    family: "ap1g8".into(),
+                    bytes: len as u64,
+                    messages,
+                    retransmissions: 0
+                }),
+                "{evs:?}"
+            );
+            assert_eq!(s.progress(), None);
+            let Some(info) = s.info() else {
+                panic!("no info")
+            };
+            assert_eq!(
+                (
+                    info.name.as_str(),
+                    info.model.as_str(),
+                    info.primary.as_str()
+                ),
+                ("AP-0001", "C9105AXI-E", "17.3.3.26")
+            );
+            assert_eq!(info.backup.as_deref(), Some("8.10.130.0"));
+        }
+    }
+
+    #[test]
+    fn lost_blocks_are_resent_unchanged_and_a_silent_ap_is_given_up() {
+        let now = Instant::now();
+        let mut s = AcSession::new(config(1024));
+        s.handle_datagram(now, &join_request(1));
+        drain(&mut s);
+        s.handle_datagram(now, &image_request(2, "ap1g8"));
+        s.image_ready(now, Ok(image(5000)));
+        let first = drain(&mut s);
+        let block = first.last().cloned().unwrap_or_default();
+        let Some(t) = s.poll_timeout() else {
+            panic!("no timer")
+        };
+        s.handle_timeout(t);
+        assert_eq!(drain(&mut s), vec![block.clone()], "the same bytes again");
+        let Some(t) = s.poll_timeout() else {
+            panic!("no timer")
+        };
+        s.handle_timeout(t);
+        assert_eq!(drain(&mut s), vec![block]);
+        let Some(t) = s.poll_timeout() else {
+            panic!("no timer")
+        };
+        s.handle_timeout(t);
+        assert!(s.is_gone());
+        assert!(events(&mut s).contains(&AcEvent::Gone));
+    }
+
+    #[test]
+    fn no_image_and_refusals_end_the_transfer_with_the_reason() {
+        let now = Instant::now();
+        let mut s = AcSession::new(config(1024));
+        s.handle_datagram(now, &join_request(1));
+        drain(&mut s);
+        s.handle_datagram(now, &image_request(2, "ap1g6"));
+        s.image_ready(
+            now,
+            Err("Failed to download file tftp://h/x/ap1g6: No such file or directory".into()),
+        );
+        let out = drain(&mut s);
+        let Ok(m) = Message::decode(&out[0]) else {
+            panic!("response")
+        };
+        assert_eq!(m.result_code(), Some(ResultCode::IMAGE_DATA_OTHER_ERROR));
+        assert!(events(&mut s).iter().any(|e| matches!(e, AcEvent::TransferFailed { reason, .. } if reason.ends_with("No such file or directory"))));
+        // The AP refuses the last block (bad MD5 on its side).
+        s.handle_datagram(now, &image_request(3, "ap1g8"));
+        s.image_ready(now, Ok(image(100)));
+        let out = drain(&mut s);
+        let Some(Ok(block)) = out.last().map(|d| Message::decode(d)) else {
+            panic!("block")
+        };
+        let mut nak = Vec::new();
+        encode_image_data_response(block.seq, ResultCode::IMAGE_DATA_INVALID_CHECKSUM, &mut nak);
+        s.handle_datagram(now, &nak);
+        assert!(events(&mut s).iter().any(|e| matches!(e, AcEvent::TransferFailed { reason, .. } if reason.contains("Invalid Checksum"))));
+    }
+
+    #[test]
+    fn predownload_activate_echo_and_unknown_requests() {
+        let now = Instant::now();
+        let mut s = AcSession::new(config(1024));
+        assert_eq!(s.predownload(now), Err(AcError::NotJoined));
+        s.handle_datagram(now, &join_request(1));
+        drain(&mut s);
+        s.predownload(now).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.activate(now), Err(AcError::Busy));
+        let out = drain(&mut s);
+        let Ok(cu) = Message::decode(&out[0]) else {
+            panic!("config update")
+        };
+        assert_eq!(cu.message_type, MessageType::CONFIGURATION_UPDATE_REQUEST);
+        assert_eq!(cu.image_identifier().map(|i| i.data), Some("17.9.4.27"));
+        let answer = Message::new(
+            MessageType::CONFIGURATION_UPDATE_RESPONSE,
+            cu.seq,
+            vec![Element::ResultCode(ResultCode::SUCCESS)],
+        )
+        .to_vec()
+        .unwrap_or_default();
+        s.handle_datagram(now, &answer);
+        assert!(events(&mut s).contains(&AcEvent::PredownloadAnswered { result: 0 }));
+        s.handle_datagram(now, &image_request(2, "ap1g8"));
+        assert!(events(&mut s).contains(&AcEvent::ImageWanted {
+            family: "ap1g8".into(),
+            predownload: true
+        }));
+        s.image_ready(now, Err("later".into()));
+        drain(&mut s);
+        s.activate(now).unwrap_or_else(|e| panic!("{e}"));
+        let out = drain(&mut s);
+        let Ok(reset) = Message::decode(&out[0]) else {
+            panic!("reset")
+        };
+        assert_eq!(reset.message_type, MessageType::RESET_REQUEST);
+        assert!(reset.check_mandatory().is_ok());
+        // Echo.
+        let echo = Message::new(MessageType::ECHO_REQUEST, 9, Vec::new())
+            .to_vec()
+            .unwrap_or_default();
+        s.handle_datagram(now, &echo);
+        let out = drain(&mut s);
+        let Ok(e) = Message::decode(&out[0]) else {
+            panic!("echo")
+        };
+        assert_eq!((e.message_type, e.seq), (MessageType::ECHO_RESPONSE, 9));
+        // An unknown request: Result Code 19.
+        let odd = Message::new(MessageType::new(0, 23), 10, Vec::new())
+            .to_vec()
+            .unwrap_or_default();
+        s.handle_datagram(now, &odd);
+        let out = drain(&mut s);
+        let Ok(r) = Message::decode(&out[0]) else {
+            panic!("reply")
+        };
+        assert_eq!(r.result_code(), Some(ResultCode::UNRECOGNIZED_REQUEST));
+        // A join without its mandatory elements: 20, no session.
+        let mut bare = AcSession::new(config(1024));
+        let empty = Message::new(MessageType::JOIN_REQUEST, 1, Vec::new())
+            .to_vec()
+            .unwrap_or_default();
+        bare.handle_datagram(now, &empty);
+        let out = drain(&mut bare);
+        let Ok(r) = Message::decode(&out[0]) else {
+            panic!("reply")
+        };
+        assert_eq!(r.result_code(), Some(ResultCode::MISSING_MANDATORY_ELEMENT));
+        assert!(bare.info().is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_datagrams_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let now = Instant::now();
+            let mut s = AcSession::new(config(1024));
+            s.handle_datagram(now, &join_request(1));
+            s.handle_datagram(now, &data);
+            drain(&mut s);
+        }
+    }
+}
