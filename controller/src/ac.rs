@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use crate::capwap::{
     AcDescriptor, AcInformation, ControlIpv4Address, EcnSupport, Element, ImageData,
-    ImageIdentifier, ImageInformation, Message, MessageType, RadioInformation, RequestDisposition,
-    Requester, Responder, ResultCode, RetransmitConfig, SubElements, encode_image_data_request,
+    ImageIdentifier, ImageInformation, Message, MessageType, RadioInformation, RawMessage,
+    RequestDisposition, Requester, Responder, ResultCode, RetransmitConfig, SubElements,
+    encode_image_data_request,
 };
 use crate::flow::CISCO_VENDOR_ID;
 
@@ -235,19 +236,36 @@ impl AcSession {
 
     /// A datagram from the AP (a whole message: fragments are reassembled before).
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        // Responses (one per image block: the hot path) are read without building a Message.
+        let Ok(raw) = RawMessage::decode(datagram) else {
+            self.ignored += 1;
+            return;
+        };
+        let (kind, seq) = (raw.control.message_type, raw.control.seq);
+        if !kind.is_request() {
+            let mut result = Some(ResultCode::SUCCESS);
+            for e in raw.elements() {
+                match e {
+                    Ok(Element::ResultCode(c)) => result = Some(c),
+                    Ok(_) => {}
+                    Err(_) => result = None,
+                }
+            }
+            match result {
+                Some(result) => self.on_response(now, kind, seq, result),
+                None => self.ignored += 1,
+            }
+            return;
+        }
         let Ok(msg) = Message::decode(datagram) else {
             self.ignored += 1;
             return;
         };
-        if msg.message_type.is_request() {
-            match self.responder.handle_request(msg.seq) {
-                RequestDisposition::New => self.on_request(now, &msg),
-                RequestDisposition::Duplicate
-                | RequestDisposition::InProgress
-                | RequestDisposition::Old => {}
-            }
-        } else {
-            self.on_response(now, &msg);
+        match self.responder.handle_request(seq) {
+            RequestDisposition::New => self.on_request(now, &msg),
+            RequestDisposition::Duplicate
+            | RequestDisposition::InProgress
+            | RequestDisposition::Old => {}
         }
     }
 
@@ -480,20 +498,19 @@ impl AcSession {
         }
     }
 
-    fn on_response(&mut self, now: Instant, msg: &Message<'_>) {
+    fn on_response(&mut self, now: Instant, kind: MessageType, seq: u8, result: ResultCode) {
         let Some(asked) = self.asked else {
             self.ignored += 1;
             return;
         };
-        if Some(msg.message_type) != asked.response() {
+        if Some(kind) != asked.response() {
             self.ignored += 1;
             return;
         }
-        let Some(done) = self.requester.handle_response(now, msg.seq) else {
+        let Some(done) = self.requester.handle_response(now, seq) else {
             return;
         };
         self.asked = None;
-        let result = msg.result_code().unwrap_or(ResultCode::SUCCESS);
         match asked {
             MessageType::IMAGE_DATA_REQUEST => {
                 self.on_block_answered(now, result, done.retransmissions)
