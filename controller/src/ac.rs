@@ -32,6 +32,9 @@ pub struct AcConfig {
     pub retransmit: RetransmitConfig,
     /// The version the network runs (`version.info`).
     pub version: String,
+    /// Name the version in the Join Response, so an AP on another version downloads it at
+    /// join (RFC 5415 §9.1.1); when false APs keep running and get it by predownload.
+    pub download_at_join: bool,
 }
 
 /// An image to send: shared bytes and the MD5 Image Information carries.
@@ -390,12 +393,17 @@ impl AcSession {
                     wtp_count: 0,
                 }),
                 Element::LocalIpv4Address(self.cfg.control_ipv4),
-                Element::ImageIdentifier(ImageIdentifier {
-                    vendor_id: CISCO_VENDOR_ID,
-                    data: &self.cfg.version,
-                }),
             ],
         );
+        let mut reply = reply;
+        if self.cfg.download_at_join {
+            reply
+                .elements
+                .push(Element::ImageIdentifier(ImageIdentifier {
+                    vendor_id: CISCO_VENDOR_ID,
+                    data: &self.cfg.version,
+                }));
+        }
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         if reply.encode(&mut out).is_ok() {
@@ -623,6 +631,7 @@ mod tests {
                 max_interval: None,
             },
             version: "17.9.4.27".into(),
+            download_at_join: true,
         }
     }
 

@@ -3,7 +3,10 @@
 //! **In progress** (issue 6). Built so far:
 //! - [`flow`]: the image-download conversation both ends of this crate speak (RFC 5415 §9.1
 //!   with its choices fixed), and [`ac`]: the controller's side of one AP's session, sans-IO
-//!   (join, image data in stop-and-wait blocks of a shared image, predownload, activate).
+//!   (join, image data in stop-and-wait blocks of a shared image, predownload, activate);
+//!   [`wtp`]: the AP's side, sans-IO (versions compared, image checked by size, MD5 and tar,
+//!   stored as primary or backup, echo, faults for the simulator). `tests/session.rs` runs
+//!   the two against each other.
 //! - [`capwap`]: the sans-IO CAPWAP core (RFC 5415 header, control header, message elements,
 //!   messages with their mandatory-element checks, fragmentation and reassembly, §4.5.3
 //!   request/response reliability), shared by the controller and the AP simulator.
@@ -16,7 +19,7 @@
 //!   and their `*Feb 1 20:29:14.108: ` timestamps.
 //! - [`show`]: `show ap image` — counters derived from per-AP rows, text and JSON.
 //!
-//! Not yet: the AP's side of the session, the tokio shell and `show` socket, the AP simulator, `controller lab`.
+//! Not yet: the tokio shell and `show` socket, the AP simulator, `controller lab`.
 
 pub mod ac;
 pub mod capwap;
@@ -25,3 +28,4 @@ pub mod events;
 pub mod flow;
 pub mod images;
 pub mod show;
+pub mod wtp;
