@@ -19,7 +19,12 @@
 //!   and their `*Feb 1 20:29:14.108: ` timestamps.
 //! - [`show`]: `show ap image` — counters derived from per-AP rows, text and JSON.
 //!
-//! Not yet: the tokio shell and `show` socket, the AP simulator, `controller lab`.
+//! - [`server`]: the tokio shells — [`server::serve`] runs every AP's session on one UDP
+//!   socket (image fetched on demand through [`images`], at most `max_concurrent` transfers,
+//!   the controller's log lines, `show` rows), [`server::run_ap`] runs one simulated AP.
+//!
+//! Not yet: fragment reassembly in the controller shell, the `show` socket, the `controller`
+//! and `ap-sim` binaries, `controller lab`, the local-mode folder watcher.
 
 pub mod ac;
 pub mod capwap;
@@ -27,5 +32,6 @@ pub mod config;
 pub mod events;
 pub mod flow;
 pub mod images;
+pub mod server;
 pub mod show;
 pub mod wtp;
