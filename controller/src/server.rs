@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ac::{AcConfig, AcEvent, AcSession, ImageToSend};
+use crate::capwap::{MessageType, RawMessage};
 use crate::events::{ApRef, Event, Mac};
 use crate::images::{EventSink, Images};
 use crate::show::{ApImageRow, DownloadState, PredownloadState};
@@ -93,12 +94,18 @@ pub async fn serve(
             got = sh.socket.recv_from(&mut buf) => {
                 // An ICMP error surfacing on the socket is not fatal to the server.
                 let Ok((n, peer)) = got else { continue };
+                let datagram = &buf[..n];
+                // Only a Join Request opens a session: anything else from a stranger (garbage,
+                // a late response from a forgotten AP) costs no memory.
+                if !sh.sessions.contains_key(&peer) && !opens_session(datagram) {
+                    continue;
+                }
                 let now = Instant::now();
                 let s = sh
                     .sessions
                     .entry(peer)
                     .or_insert_with(|| AcSession::new(sh.c.ac.clone()));
-                s.handle_datagram(now, &buf[..n]);
+                s.handle_datagram(now, datagram);
                 sh.process(peer).await;
             }
             Some((peer, image)) = images.recv() => {
@@ -124,6 +131,12 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Whether a datagram from an unknown address may open a session: a well-framed Join
+/// Request.
+pub fn opens_session(datagram: &[u8]) -> bool {
+    RawMessage::decode(datagram).is_ok_and(|m| m.control.message_type == MessageType::JOIN_REQUEST)
 }
 
 impl Shell {
@@ -343,5 +356,26 @@ pub async fn run_ap(
                 ap.handle_timeout(Instant::now());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capwap::Message;
+
+    #[test]
+    fn only_a_join_request_opens_a_session() {
+        let join = Message::new(MessageType::JOIN_REQUEST, 1, Vec::new()).to_vec();
+        let echo = Message::new(MessageType::ECHO_REQUEST, 1, Vec::new()).to_vec();
+        let (Ok(join), Ok(echo)) = (join, echo) else {
+            panic!("encode")
+        };
+        assert!(opens_session(&join));
+        assert!(!opens_session(&echo));
+        assert!(!opens_session(b""));
+        assert!(!opens_session(&[0xff; 40]));
+        // A Join Request cut short is not one.
+        assert!(!opens_session(&join[..join.len() - 1]));
     }
 }

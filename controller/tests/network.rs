@@ -88,6 +88,15 @@ async fn aps_of_three_families_get_their_images_each_fetched_once() {
         Arc::clone(&status),
         stop.clone(),
     ));
+    // A stranger's garbage and a stray response first: ignored, the server carries on.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for junk in [
+        &b"garbage"[..],
+        &[0u8; 64][..],
+        &[0x00, 0x10, 0x02, 0x00, 0, 0, 0, 0, 0, 0, 0, 16, 1, 0, 3, 0][..],
+    ] {
+        stranger.send_to(junk, addr).expect("send");
+    }
     let count = 21;
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut aps = Vec::new();
