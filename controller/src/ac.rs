@@ -190,6 +190,22 @@ impl AcSession {
         }
     }
 
+    /// The version the network runs from now on (a new release): named in later Join
+    /// Responses, predownloads and activations. A transfer already running goes on.
+    pub fn set_version(&mut self, version: &str) {
+        version.clone_into(&mut self.cfg.version);
+    }
+
+    /// The version the network runs, as this session names it.
+    pub fn version(&self) -> &str {
+        &self.cfg.version
+    }
+
+    /// Whether a transfer is waiting for its image or running.
+    pub fn is_transferring(&self) -> bool {
+        !matches!(self.transfer, Transfer::None)
+    }
+
     /// What the AP said when it joined.
     pub fn info(&self) -> Option<&ApInfo> {
         self.info.as_ref()
@@ -354,10 +370,37 @@ impl AcSession {
                 _ => {}
             }
         }
-        // A new join is a new session: our own requests start over.
+        // A new join is a new session: our own requests start over. A transfer that was
+        // running ends: done if the last block went out and the AP now carries the version
+        // (its answer to the last block was lost, and it reset before our retransmission),
+        // failed otherwise (it rebooted mid-way).
         self.requester.cancel();
         self.asked = None;
-        self.transfer = Transfer::None;
+        let carries = info.primary == self.cfg.version
+            || info.backup.as_deref() == Some(self.cfg.version.as_str());
+        match std::mem::replace(&mut self.transfer, Transfer::None) {
+            Transfer::None => {}
+            Transfer::Sending {
+                image,
+                messages,
+                last: true,
+                ..
+            } if carries => self.events.push_back(AcEvent::TransferDone {
+                family: image.family.clone(),
+                bytes: image.bytes.len() as u64,
+                messages,
+                retransmissions: self.retransmissions,
+            }),
+            Transfer::Awaiting { family, .. } => self.events.push_back(AcEvent::TransferFailed {
+                family,
+                reason: "the AP joined again".into(),
+            }),
+            Transfer::Sending { image, .. } => self.events.push_back(AcEvent::TransferFailed {
+                family: image.family.clone(),
+                reason: "the AP joined again".into(),
+            }),
+        }
+        self.retransmissions = 0;
         self.predownload_pending = false;
         let hardware = AcInformation {
             vendor_id: CISCO_VENDOR_ID,

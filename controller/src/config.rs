@@ -18,8 +18,9 @@
 //! retry_count = 3
 //! ```
 //!
-//! The version the network should run is not configured: it is read from `version.info` at
-//! the profile's path, as the EWC does.
+//! The version the network should run is read from `version.info` at the profile's path;
+//! `version = "17.9.4.27"` names it for when that file cannot be read (the EWC knows it from
+//! its own image), so APs still learn of it and each family's fetch reports its own error.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -195,6 +196,9 @@ pub struct ImageDownloadSection {
     /// Per-file fetch deadline, seconds.
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout_s: u64,
+    /// The AP version the network runs, when `version.info` cannot be read at the path (an
+    /// embedded controller knows it from its own image). Default: `version.info` only.
+    pub version: Option<String>,
 }
 
 fn yes() -> bool {
@@ -282,6 +286,13 @@ impl Config {
             return Err(bad(
                 "image_download.max_concurrent and set_size must be at least 1".into(),
             ));
+        }
+        if let Some(v) = &p.version
+            && v.parse::<bundle_tool::version::ApVersion>().is_err()
+        {
+            return Err(bad(format!(
+                "image_download.version = {v:?} is not an AP version (like 17.9.4.27)"
+            )));
         }
         let only_for = |what: &str, set: bool, mode: &str| -> Result<(), ConfigError> {
             if set {

@@ -64,6 +64,15 @@ pub enum Event {
         /// Why, in the controller's words.
         error: FetchError,
     },
+    /// The profile's folder holds a new AP version (a version staged while the controller
+    /// runs, or a reloaded profile): the network runs it from now on. An airlift line; the
+    /// embedded controller has no equivalent.
+    NewRelease {
+        /// The folder.
+        folder: Source,
+        /// Its `version.info`.
+        version: String,
+    },
     /// An AP joined.
     ApJoined(ApRef),
     /// An AP left (or was given up on).
@@ -110,6 +119,9 @@ impl Event {
             ),
             Event::InstallFailed { source, error } => format!(
                 "%INSTALL-3-OPERATION_ERROR_MESSAGE: {INSTALL} Failed to install_add package {source}, Error: {error}"
+            ),
+            Event::NewRelease { folder, version } => format!(
+                "%INSTALL-5-INSTALL_AP_IMAGE_VERSION: {INSTALL} AP image version {version} found at {folder}"
             ),
             Event::ApJoined(ap) => ap_event(ap, "Joined"),
             Event::ApDisjoined { ap, reason } => ap_event(ap, &format!("Disjoined {reason}")),

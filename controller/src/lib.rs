@@ -29,9 +29,14 @@
 pub mod ac;
 pub mod capwap;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod events;
+pub mod fleet;
 pub mod flow;
 pub mod images;
+pub mod lab;
 pub mod server;
 pub mod show;
+pub mod testbed;
 pub mod wtp;

@@ -4,18 +4,26 @@
 //! decisions live there.
 //!
 //! The controller asks [`Images`] for a family's image when an AP wants it (each family is
-//! fetched once, whatever the number of APs), lets at most `max_concurrent` transfers run at
-//! once (the others wait their turn, as a 9800 sends sets of APs), logs the controller's
-//! lines and keeps one [`ApImageRow`] per AP for `show ap image`.
+//! fetched once, whatever the number of APs), admits transfers by [`Admission`] (all at once
+//! up to a limit, or in sets like the 9800's sets of 16; the others wait their turn), logs
+//! the controller's lines and keeps one [`ApImageRow`] per AP name for `show ap image`.
+//! [`Command`]s arrive on a channel: predownload, activate, and a new release.
+//!
+//! Retries: at join, the AP itself comes back after its retry interval (RFC 5415's
+//! SilentInterval) and asks again; [`Images`] refetches a failed family only once the retry
+//! interval has passed, so the row's Next Retry Time is when the next fetch may happen. A
+//! failed predownload is asked again by the controller after the retry interval, at most
+//! `retry.count` times.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use relay::ErrorKind;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ac::{AcConfig, AcEvent, AcSession, ImageToSend};
@@ -25,12 +33,33 @@ use crate::images::{EventSink, Images};
 use crate::show::{ApImageRow, DownloadState, PredownloadState};
 use crate::wtp::{Wtp, WtpEvent};
 
+/// How many transfers run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// All APs at once, at most this many (`parallel = true`, `max_concurrent`).
+    Parallel(usize),
+    /// In sets of this many: a set starts when the previous one has finished
+    /// (`parallel = false`, `set_size`).
+    Sets(usize),
+}
+
+/// How failed predownloads are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Wait before retrying (and before refetching a family that failed).
+    pub interval: Duration,
+    /// Retries of a failed predownload.
+    pub count: u32,
+}
+
 /// What [`serve`] needs.
 pub struct Controller {
-    /// Session settings.
+    /// Session settings (its `version` is the release's).
     pub ac: AcConfig,
     /// Transfers running at once.
-    pub max_concurrent: usize,
+    pub admission: Admission,
+    /// Retries.
+    pub retry: RetryPolicy,
     /// The release's images.
     pub images: Arc<Images>,
     /// The log.
@@ -41,14 +70,42 @@ impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
             .field("ac", &self.ac)
-            .field("max_concurrent", &self.max_concurrent)
+            .field("admission", &self.admission)
+            .field("retry", &self.retry)
             .field("images", &self.images)
             .finish_non_exhaustive()
     }
 }
 
-/// `show ap image` rows, by AP address.
-pub type Status = Arc<Mutex<HashMap<SocketAddr, ApImageRow>>>;
+/// An order for a running [`serve`].
+#[derive(Debug)]
+pub enum Command {
+    /// Predownload the network's version to every joined AP that has it neither as primary
+    /// nor as backup; answers how many were asked.
+    Predownload(Option<oneshot::Sender<usize>>),
+    /// Activate it (Reset Request) on every joined AP whose backup it is; answers how many
+    /// were asked.
+    Activate(Option<oneshot::Sender<usize>>),
+    /// A new release: the network runs its version from now on (later joins download it);
+    /// with `predownload`, running APs are asked to predownload it at once.
+    Release {
+        /// Its images.
+        images: Arc<Images>,
+        /// Predownload it now.
+        predownload: bool,
+    },
+}
+
+/// `show ap image` rows, by AP name.
+pub type Status = Arc<Mutex<BTreeMap<String, ApImageRow>>>;
+
+/// An image fetch's outcome, for the AP that waits for it.
+struct Fetched {
+    peer: SocketAddr,
+    image: Result<ImageToSend, String>,
+    /// The server has no such file: the family is not supported there.
+    missing: bool,
+}
 
 struct Shell {
     socket: Arc<UdpSocket>,
@@ -56,17 +113,30 @@ struct Shell {
     c: Controller,
     sessions: HashMap<SocketAddr, AcSession>,
     timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
+    /// Predownload retries due.
+    retries: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
+    /// APs whose image is being fetched or sent.
     active: HashSet<SocketAddr>,
+    /// Members admitted to the current set ([`Admission::Sets`]).
+    set_members: usize,
     waiting: VecDeque<(SocketAddr, String)>,
-    ready: mpsc::UnboundedSender<(SocketAddr, Result<ImageToSend, String>)>,
+    ready: mpsc::UnboundedSender<Fetched>,
+    /// The session whose rows an AP name's row follows (an AP that rebooted joins from a
+    /// new address; its old session must not touch the new row).
+    owner: HashMap<String, SocketAddr>,
+    /// Transfer start times, for the ETA.
+    started: HashMap<SocketAddr, Instant>,
+    /// The last fetch for the AP found no such file.
+    missing: HashSet<SocketAddr>,
     status: Status,
 }
 
-/// Serves CAPWAP on `socket` until `shutdown`.
+/// Serves CAPWAP on `socket` until `shutdown`, obeying `commands`.
 pub async fn serve(
     socket: UdpSocket,
     c: Controller,
     status: Status,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let local = socket.local_addr()?;
@@ -77,14 +147,26 @@ pub async fn serve(
         c,
         sessions: HashMap::new(),
         timers: BinaryHeap::new(),
+        retries: BinaryHeap::new(),
         active: HashSet::new(),
+        set_members: 0,
         waiting: VecDeque::new(),
         ready,
+        owner: HashMap::new(),
+        started: HashMap::new(),
+        missing: HashSet::new(),
         status,
     };
     let mut buf = vec![0u8; 65_536];
+    let mut commands_open = true;
     loop {
-        let next = sh.timers.peek().map(|Reverse((t, _))| *t);
+        let next = [
+            sh.timers.peek().map(|Reverse((t, _))| *t),
+            sh.retries.peek().map(|Reverse((t, _))| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let sleep = tokio::time::sleep_until(
             next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
                 .into(),
@@ -108,12 +190,24 @@ pub async fn serve(
                 s.handle_datagram(now, datagram);
                 sh.process(peer).await;
             }
-            Some((peer, image)) = images.recv() => {
-                if let Some(s) = sh.sessions.get_mut(&peer) {
-                    s.image_ready(Instant::now(), image);
+            Some(f) = images.recv() => {
+                if f.missing {
+                    sh.missing.insert(f.peer);
+                } else {
+                    sh.missing.remove(&f.peer);
+                }
+                let peer = f.peer;
+                match sh.sessions.get_mut(&peer) {
+                    Some(s) if s.is_transferring() => s.image_ready(Instant::now(), f.image),
+                    // The AP left or started over meanwhile: its turn is over.
+                    _ => sh.release(peer),
                 }
                 sh.process(peer).await;
             }
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(cmd) => sh.command(cmd).await,
+                None => commands_open = false,
+            },
             () = sleep => {
                 let now = Instant::now();
                 while let Some(Reverse((t, peer))) = sh.timers.peek().copied() {
@@ -128,6 +222,15 @@ pub async fn serve(
                         sh.process(peer).await;
                     }
                 }
+                while let Some(Reverse((t, peer))) = sh.retries.peek().copied() {
+                    if t > now {
+                        break;
+                    }
+                    sh.retries.pop();
+                    if sh.predownload_one(now, peer) {
+                        sh.process(peer).await;
+                    }
+                }
             }
         }
     }
@@ -137,6 +240,16 @@ pub async fn serve(
 /// Request.
 pub fn opens_session(datagram: &[u8]) -> bool {
     RawMessage::decode(datagram).is_ok_and(|m| m.control.message_type == MessageType::JOIN_REQUEST)
+}
+
+/// `HH:MM:SS` (UTC) of `at`, for Next Retry Time.
+fn clock(at: Instant) -> String {
+    let wall = SystemTime::now() + at.saturating_duration_since(Instant::now());
+    let secs = wall
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 impl Shell {
@@ -150,41 +263,170 @@ impl Shell {
         })
     }
 
-    fn row(&self, peer: SocketAddr, f: impl FnOnce(&mut ApImageRow)) {
+    /// The AP name whose row `peer`'s session owns.
+    fn owned_name(&self, peer: SocketAddr) -> Option<&str> {
+        let name = self.sessions.get(&peer)?.info()?.name.as_str();
+        (self.owner.get(name) == Some(&peer)).then_some(name)
+    }
+
+    fn row<T>(&self, peer: SocketAddr, f: impl FnOnce(&mut ApImageRow) -> T) -> Option<T> {
+        let name = self.owned_name(peer)?;
         let mut rows = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(r) = rows.get_mut(&peer) {
-            f(r);
+        rows.get_mut(name).map(f)
+    }
+
+    fn version(&self) -> &str {
+        &self.c.ac.version
+    }
+
+    fn admits(&self) -> bool {
+        match self.c.admission {
+            Admission::Parallel(max) => self.active.len() < max.max(1),
+            Admission::Sets(size) => self.set_members < size.max(1),
         }
     }
 
     /// Starts (or queues) the fetch of `family` for `peer`.
     fn want(&mut self, peer: SocketAddr, family: String) {
-        if self.active.len() >= self.c.max_concurrent.max(1) {
+        if !self.admits() {
             self.waiting.push_back((peer, family));
             return;
         }
         self.active.insert(peer);
+        self.set_members += 1;
         let images = Arc::clone(&self.c.images);
         let ready = self.ready.clone();
         tokio::spawn(async move {
-            let result = match images.get(&family).await {
-                Ok(img) => Ok(ImageToSend {
-                    family: img.family.clone(),
-                    bytes: Arc::clone(&img.bytes),
-                    md5: img.md5,
-                }),
-                Err(e) => Err(e.to_string()),
+            let (image, missing) = match images.get(&family).await {
+                Ok(img) => (
+                    Ok(ImageToSend {
+                        family: img.family.clone(),
+                        bytes: Arc::clone(&img.bytes),
+                        md5: img.md5,
+                    }),
+                    false,
+                ),
+                Err(e) => (Err(e.to_string()), e.kind == ErrorKind::NotFound),
             };
-            let _ = ready.send((peer, result));
+            let _ = ready.send(Fetched {
+                peer,
+                image,
+                missing,
+            });
         });
     }
 
+    /// `peer`'s turn is over: admit whoever waits, as the admission allows.
     fn release(&mut self, peer: SocketAddr) {
-        if self.active.remove(&peer)
-            && let Some((next, family)) = self.waiting.pop_front()
-        {
+        self.waiting.retain(|(p, _)| *p != peer);
+        if !self.active.remove(&peer) {
+            return;
+        }
+        if self.active.is_empty() {
+            self.set_members = 0;
+        }
+        while self.admits() {
+            let Some((next, family)) = self.waiting.pop_front() else {
+                break;
+            };
             self.want(next, family);
         }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Predownload(reply) => {
+                let n = self.predownload_all(now).await;
+                if let Some(r) = reply {
+                    let _ = r.send(n);
+                }
+            }
+            Command::Activate(reply) => {
+                let peers: Vec<SocketAddr> = self.sessions.keys().copied().collect();
+                let mut n = 0;
+                for peer in peers {
+                    let version = self.version().to_owned();
+                    let eligible = self
+                        .row(peer, |r| r.backup == version && r.primary != version)
+                        .unwrap_or(false);
+                    if eligible
+                        && let Some(s) = self.sessions.get_mut(&peer)
+                        && s.activate(now).is_ok()
+                    {
+                        n += 1;
+                        self.process(peer).await;
+                    }
+                }
+                if let Some(r) = reply {
+                    let _ = r.send(n);
+                }
+            }
+            Command::Release {
+                images,
+                predownload,
+            } => {
+                let version = images.version().to_string();
+                self.c.ac.version.clone_from(&version);
+                self.c.images = images;
+                for s in self.sessions.values_mut() {
+                    s.set_version(&version);
+                }
+                {
+                    let mut rows = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+                    for r in rows.values_mut() {
+                        if r.predownload_version.as_deref() != Some(version.as_str()) {
+                            r.predownload = PredownloadState::None;
+                            r.predownload_version = None;
+                            r.retry_count = 0;
+                            r.next_retry = None;
+                        }
+                    }
+                }
+                if predownload {
+                    self.predownload_all(now).await;
+                }
+            }
+        }
+    }
+
+    async fn predownload_all(&mut self, now: Instant) -> usize {
+        let peers: Vec<SocketAddr> = self.sessions.keys().copied().collect();
+        let mut n = 0;
+        for peer in peers {
+            if self.predownload_one(now, peer) {
+                n += 1;
+                self.process(peer).await;
+            }
+        }
+        n
+    }
+
+    /// Asks `peer` to predownload the network's version if it needs it; whether it was asked.
+    fn predownload_one(&mut self, now: Instant, peer: SocketAddr) -> bool {
+        let version = self.version().to_owned();
+        let needs = self
+            .row(peer, |r| {
+                r.primary != version
+                    && r.backup != version
+                    && !matches!(
+                        r.predownload,
+                        PredownloadState::Initiated | PredownloadState::Predownloading
+                    )
+            })
+            .unwrap_or(false);
+        let Some(s) = self.sessions.get_mut(&peer) else {
+            return false;
+        };
+        if !needs || s.predownload(now).is_err() {
+            return false;
+        }
+        self.row(peer, |r| {
+            r.predownload = PredownloadState::Initiated;
+            r.predownload_version = Some(version);
+            r.next_retry = None;
+        });
+        true
     }
 
     /// Handles a session's events, sends its datagrams and re-arms its timer.
@@ -211,37 +453,68 @@ impl Shell {
         let progress = s.progress();
         let gone = s.is_gone();
         if let Some((done, total)) = progress {
+            let percent = u8::try_from(done * 100 / total.max(1)).ok();
+            let eta_s = self.started.get(&peer).and_then(|t| {
+                let spent = t.elapsed().as_secs_f64();
+                (done > 0).then(|| (spent * (total - done) as f64 / done as f64).ceil() as u64)
+            });
             self.row(peer, |r| {
-                r.percent = u8::try_from(done * 100 / total.max(1)).ok();
+                r.percent = percent;
+                r.eta_s = eta_s;
             });
         }
         if gone {
             self.sessions.remove(&peer);
+            self.started.remove(&peer);
+            self.missing.remove(&peer);
         }
     }
 
     fn on_event(&mut self, peer: SocketAddr, e: AcEvent) {
         let log = Arc::clone(&self.c.log);
+        let now = Instant::now();
         match e {
             AcEvent::Joined(info) => {
+                let version = self.version().to_owned();
+                let mut rows = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+                let old = rows.remove(&info.name);
+                let backup = info.backup.clone().unwrap_or_default();
+                // What the AP did before its reset still counts: a download it completed
+                // (it now runs the version), a predownload it still holds as backup.
+                let download = match &old {
+                    Some(o)
+                        if o.download == DownloadState::Completed && info.primary == version =>
+                    {
+                        DownloadState::Completed
+                    }
+                    _ => DownloadState::None,
+                };
+                let (predownload, predownload_version) = match &old {
+                    Some(o)
+                        if o.predownload == PredownloadState::Complete
+                            && o.predownload_version.as_deref() == Some(backup.as_str()) =>
+                    {
+                        (o.predownload, o.predownload_version.clone())
+                    }
+                    _ => (PredownloadState::None, None),
+                };
                 let row = ApImageRow {
                     name: info.name.clone(),
-                    family: String::new(),
+                    family: old.as_ref().map(|o| o.family.clone()).unwrap_or_default(),
                     primary: info.primary.clone(),
-                    backup: info.backup.clone().unwrap_or_default(),
-                    download: DownloadState::None,
-                    predownload: PredownloadState::None,
-                    predownload_version: None,
-                    next_retry: None,
-                    retry_count: 0,
+                    backup,
+                    download,
+                    predownload,
+                    predownload_version,
+                    next_retry: old.as_ref().and_then(|o| o.next_retry.clone()),
+                    retry_count: old.as_ref().map_or(0, |o| o.retry_count),
                     method: Some("CAPWAP".into()),
                     eta_s: None,
                     percent: None,
                 };
-                self.status
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(peer, row);
+                rows.insert(info.name.clone(), row);
+                drop(rows);
+                self.owner.insert(info.name, peer);
                 if let Some(ap) = self.ap_ref(peer) {
                     log(Event::ApJoined(ap));
                 }
@@ -250,32 +523,43 @@ impl Shell {
                 family,
                 predownload,
             } => {
+                let version = self.version().to_owned();
                 self.row(peer, |r| {
                     r.family.clone_from(&family);
                     if predownload {
                         r.predownload = PredownloadState::Initiated;
+                        r.predownload_version = Some(version);
                     } else {
                         r.download = DownloadState::Initiated;
                     }
                 });
                 self.want(peer, family);
             }
-            AcEvent::TransferStarted { .. } => self.row(peer, |r| {
-                if r.predownload == PredownloadState::Initiated {
-                    r.predownload = PredownloadState::Predownloading;
-                } else {
-                    r.download = DownloadState::Downloading;
-                }
-                r.percent = Some(0);
-            }),
+            AcEvent::TransferStarted { .. } => {
+                self.started.insert(peer, now);
+                self.row(peer, |r| {
+                    if r.predownload == PredownloadState::Initiated {
+                        r.predownload = PredownloadState::Predownloading;
+                    } else {
+                        r.download = DownloadState::Downloading;
+                    }
+                    r.percent = Some(0);
+                    r.next_retry = None;
+                });
+            }
             AcEvent::TransferDone { .. } => {
+                self.started.remove(&peer);
                 self.row(peer, |r| {
                     if r.predownload == PredownloadState::Predownloading {
                         r.predownload = PredownloadState::Complete;
+                        if let Some(v) = &r.predownload_version {
+                            r.backup.clone_from(v);
+                        }
                     } else {
                         r.download = DownloadState::Completed;
                     }
                     r.percent = Some(100);
+                    r.eta_s = None;
                 });
                 if let Some(ap) = self.ap_ref(peer) {
                     log(Event::ApImageDownload { ap, success: true });
@@ -283,21 +567,57 @@ impl Shell {
                 self.release(peer);
             }
             AcEvent::TransferFailed { .. } => {
-                self.row(peer, |r| {
-                    if r.predownload == PredownloadState::Initiated
-                        || r.predownload == PredownloadState::Predownloading
-                    {
-                        r.predownload = PredownloadState::Failed;
-                    } else {
-                        r.download = DownloadState::Failed;
-                    }
-                    r.retry_count += 1;
-                    r.percent = None;
-                });
+                self.started.remove(&peer);
+                let missing = self.missing.contains(&peer);
+                let retry = self.c.retry;
+                let next = now + retry.interval;
+                let again = self
+                    .row(peer, |r| {
+                        let predownloading = matches!(
+                            r.predownload,
+                            PredownloadState::Initiated | PredownloadState::Predownloading
+                        );
+                        let (download, predownload) = if missing {
+                            (DownloadState::NotSupported, PredownloadState::NotSupported)
+                        } else {
+                            (DownloadState::Failed, PredownloadState::Failed)
+                        };
+                        if predownloading {
+                            r.predownload = predownload;
+                        } else {
+                            r.download = download;
+                        }
+                        r.percent = None;
+                        r.eta_s = None;
+                        let again = !predownloading || r.retry_count < retry.count;
+                        if again {
+                            r.retry_count += 1;
+                            r.next_retry = Some(clock(next));
+                        } else {
+                            r.next_retry = None;
+                        }
+                        predownloading && again
+                    })
+                    .unwrap_or(false);
+                if again {
+                    self.retries.push(Reverse((next, peer)));
+                }
                 if let Some(ap) = self.ap_ref(peer) {
                     log(Event::ApImageDownload { ap, success: false });
                 }
                 self.release(peer);
+            }
+            AcEvent::PredownloadAnswered { result } => {
+                // 17: it has the image already (as its backup).
+                if result == 17 {
+                    self.row(peer, |r| {
+                        r.predownload = PredownloadState::Complete;
+                    });
+                } else if result != 0 {
+                    self.row(peer, |r| {
+                        r.predownload = PredownloadState::Failed;
+                    });
+                }
             }
             AcEvent::Gone => {
                 if let Some(ap) = self.ap_ref(peer) {
@@ -306,12 +626,16 @@ impl Shell {
                         reason: "Keepalive timeout".into(),
                     });
                 }
+                if let Some(name) = self.owned_name(peer).map(str::to_owned) {
+                    self.owner.remove(&name);
+                    self.status
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&name);
+                }
                 self.release(peer);
-                self.waiting.retain(|(p, _)| *p != peer);
             }
-            AcEvent::JoinRefused { .. }
-            | AcEvent::PredownloadAnswered { .. }
-            | AcEvent::ResetAnswered { .. } => {}
+            AcEvent::JoinRefused { .. } | AcEvent::ResetAnswered { .. } => {}
         }
     }
 }

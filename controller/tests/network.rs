@@ -12,7 +12,7 @@ use controller::ac::AcConfig;
 use controller::capwap::RetransmitConfig;
 use controller::events::Event;
 use controller::images::{EventSink, Images, read_release};
-use controller::server::{Controller, Status, run_ap, serve};
+use controller::server::{Admission, Controller, RetryPolicy, Status, run_ap, serve};
 use controller::show::{ApImageReport, DownloadState};
 use controller::wtp::{CapwapState, Wtp, WtpConfig};
 use relay::store::Store;
@@ -69,6 +69,7 @@ async fn aps_of_three_families_get_their_images_each_fetched_once() {
         .expect("bind");
     let addr = socket.local_addr().expect("addr");
     let status: Status = Arc::default();
+    let (_orders, commands) = tokio::sync::mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     let server = tokio::spawn(serve(
         socket,
@@ -81,11 +82,16 @@ async fn aps_of_three_families_get_their_images_each_fetched_once() {
                 version: TARGET.into(),
                 download_at_join: true,
             },
-            max_concurrent: 4,
+            admission: Admission::Parallel(4),
+            retry: RetryPolicy {
+                interval: Duration::from_secs(60),
+                count: 3,
+            },
             images,
             log,
         },
         Arc::clone(&status),
+        commands,
         stop.clone(),
     ));
     // A stranger's garbage and a stray response first: ignored, the server carries on.
@@ -142,8 +148,13 @@ async fn aps_of_three_families_get_their_images_each_fetched_once() {
     let report = ApImageReport::new(rows);
     assert_eq!(report.counters.total, count);
     assert!(report.aps.iter().all(|r| r.primary == TARGET), "{report}");
+    // The download each AP completed before its reset still shows after it rejoined.
     assert!(
-        report.aps.iter().all(|r| r.download == DownloadState::None),
+        report
+            .aps
+            .iter()
+            .all(|r| r.download == DownloadState::Completed),
         "{report}"
     );
+    assert_eq!(report.counters.completed_downloading, count, "{report}");
 }

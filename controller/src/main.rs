@@ -1,0 +1,311 @@
+//! `controller`: serve AP images over CAPWAP, ask a running controller what it is doing,
+//! and run the whole story on one machine (`lab`). Flags are parsed here; the work is in the
+//! library (`daemon`, `control`, `lab`).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use controller::config::Config;
+use controller::control::{self, Request, default_socket_path};
+use controller::daemon::{self, Options};
+use controller::events::{Event, stamp};
+use controller::images::EventSink;
+use controller::lab::{self, LabMode, LabOptions};
+use relay::store::Store;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "controller",
+    version,
+    about = "Relay Cisco AP images to access points over CAPWAP (the embedded controller's role)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the controller with a config file (the image download profile).
+    Serve {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Control socket (default: /run/airlift/controller.sock for root, else
+        /// $XDG_RUNTIME_DIR/airlift-controller.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Where fetched images are kept (default: /var/cache/airlift/controller for root,
+        /// else ~/.cache/airlift/controller).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Largest size of the image cache, MiB.
+        #[arg(long, default_value_t = 8192)]
+        cache_mib: u64,
+    },
+    /// Ask a running controller.
+    Show {
+        #[command(subcommand)]
+        what: ShowWhat,
+        /// Control socket.
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+    },
+    /// Predownload the network's version to every AP that needs it (stored as backup).
+    Predownload {
+        /// Control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Activate the predownloaded version (Reset Request to each AP holding it as backup).
+    Activate {
+        /// Control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Read the config file again (the image download profile), like SIGHUP.
+    Reload {
+        /// Control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// The whole story on this machine: a synthetic bundle staged, a TFTP or SFTP server,
+    /// the controller and simulated APs of every family, until each verified its image.
+    Lab {
+        /// Simulated APs.
+        #[arg(long, default_value_t = 24)]
+        aps: usize,
+        /// How the controller reaches the image server.
+        #[arg(long, value_enum, default_value_t = ModeArg::Tftp)]
+        mode: ModeArg,
+        /// Datagram loss on the CAPWAP link, each direction (0 to 0.5).
+        #[arg(long, default_value_t = 0.02)]
+        loss: f64,
+        /// Image size against the real bundle's (1.0: about 440 MB of AP images).
+        #[arg(long, default_value_t = 0.02)]
+        scale: f64,
+        /// CAPWAP control port (0: any free port).
+        #[arg(long, default_value_t = controller::config::CAPWAP_CONTROL_PORT)]
+        capwap_port: u16,
+        /// Image bytes per Image Data message (the source document's controller sends 1377).
+        #[arg(long, default_value_t = 1377)]
+        block_size: u16,
+        /// No live progress, only the lines and the summary.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShowWhat {
+    /// `show ap image`.
+    Ap {
+        #[command(subcommand)]
+        what: ShowAp,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShowAp {
+    /// The image status of every AP.
+    Image {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Tftp,
+    Sftp,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("controller: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("controller: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints each event as a syslog line with the controller's timestamp.
+fn stdout_log() -> EventSink {
+    Arc::new(|e: Event| {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let line = format!("{}{}\n", stamp(u64::try_from(ms).unwrap_or(0)), e.message());
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    })
+}
+
+fn cache_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/airlift/controller");
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("airlift/controller")
+}
+
+/// SIGINT or SIGTERM cancels `stop`; SIGHUP calls `hup`.
+fn signals(stop: CancellationToken, hup: impl Fn() + Send + 'static) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hang = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hang.recv() => hup(),
+            }
+        }
+        stop.cancel();
+    });
+    Ok(())
+}
+
+async fn ask(socket: Option<PathBuf>, request: Request) -> anyhow::Result<ExitCode> {
+    let path = socket.unwrap_or_else(default_socket_path);
+    let answer = control::ask(&path, request).await?;
+    let _ = std::io::stdout().lock().write_all(answer.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Serve {
+            config,
+            socket,
+            cache,
+            cache_mib,
+        } => {
+            let cfg = Config::load(&config)?;
+            let listen: SocketAddr = cfg.capwap.listen;
+            let capwap = tokio::net::UdpSocket::bind(listen)
+                .await
+                .with_context(|| format!("CAPWAP control port {listen}"))?;
+            let socket_path = socket.unwrap_or_else(default_socket_path);
+            let control = control::bind(&socket_path)
+                .with_context(|| format!("control socket {}", socket_path.display()))?;
+            let cache = cache.unwrap_or_else(cache_dir);
+            let store = Store::open(&cache, cache_mib << 20)
+                .with_context(|| format!("image cache {}", cache.display()))?;
+            let stop = CancellationToken::new();
+            let hup_socket = socket_path.clone();
+            signals(stop.clone(), move || {
+                let path = hup_socket.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = control::ask(&path, Request::Reload).await {
+                        eprintln!("controller: reload: {e}");
+                    }
+                });
+            })?;
+            eprintln!(
+                "controller: CAPWAP on {}, control socket {}, images from {}",
+                capwap.local_addr()?,
+                socket_path.display(),
+                cfg.folder
+            );
+            let result = daemon::run(
+                Options {
+                    config: cfg,
+                    config_path: Some(config),
+                    store,
+                    log: stdout_log(),
+                    status: Arc::default(),
+                },
+                capwap,
+                Some(control),
+                stop,
+            )
+            .await;
+            let _ = std::fs::remove_file(&socket_path);
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Show { what, socket } => {
+            let ShowWhat::Ap {
+                what: ShowAp::Image { json },
+            } = what;
+            ask(socket, Request::ShowApImage { json }).await
+        }
+        Cmd::Predownload { socket } => ask(socket, Request::Predownload).await,
+        Cmd::Activate { socket } => ask(socket, Request::Activate).await,
+        Cmd::Reload { socket } => ask(socket, Request::Reload).await,
+        Cmd::Lab {
+            aps,
+            mode,
+            loss,
+            scale,
+            capwap_port,
+            block_size,
+            quiet,
+        } => {
+            if aps == 0 {
+                anyhow::bail!("--aps: at least 1");
+            }
+            if !(0.0..=0.5).contains(&loss) {
+                anyhow::bail!("--loss {loss}: 0 to 0.5");
+            }
+            if !(scale > 0.0 && scale <= 1.0) {
+                anyhow::bail!("--scale {scale}: more than 0, at most 1");
+            }
+            if !(64..=8192).contains(&block_size) {
+                anyhow::bail!("--block-size {block_size}: 64 to 8192");
+            }
+            let stop = CancellationToken::new();
+            signals(stop.clone(), || {})?;
+            let report = lab::run(
+                LabOptions {
+                    aps,
+                    mode: match mode {
+                        ModeArg::Tftp => LabMode::Tftp,
+                        ModeArg::Sftp => LabMode::Sftp,
+                    },
+                    loss,
+                    scale,
+                    capwap_port,
+                    block_size,
+                    live: !quiet,
+                },
+                stop.clone(),
+            )
+            .await?;
+            Ok(if stop.is_cancelled() {
+                ExitCode::from(130)
+            } else if report.all_verified() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
