@@ -679,6 +679,10 @@ mod tests {
     }
 
     fn join_request(seq: u8) -> Vec<u8> {
+        join_request_on(seq, "17.3.3.26")
+    }
+
+    fn join_request_on(seq: u8, primary: &str) -> Vec<u8> {
         let enc = [EncryptionCapability {
             wbid: 1,
             capabilities: 0,
@@ -706,7 +710,7 @@ mod tests {
                     radios_in_use: 2,
                     encryption: SubElements::new(&enc),
                     hardware_version: cisco(b"1.0"),
-                    active_software_version: cisco(b"17.3.3.26"),
+                    active_software_version: cisco(primary.as_bytes()),
                     boot_version: cisco(b"1.1"),
                     other_software_version: Some(cisco(b"8.10.130.0")),
                 }),
@@ -899,6 +903,52 @@ mod tests {
         s.handle_timeout(t);
         assert!(s.is_gone());
         assert!(events(&mut s).contains(&AcEvent::Gone));
+    }
+
+    #[test]
+    fn a_rejoin_ends_a_running_transfer() {
+        let now = Instant::now();
+        // The last block went out, its answer was lost, and the AP rejoins on the new
+        // version: it got the image.
+        let mut s = AcSession::new(config(1024));
+        s.handle_datagram(now, &join_request(1));
+        s.handle_datagram(now, &image_request(2, "ap1g8"));
+        s.image_ready(now, Ok(image(100)));
+        drain(&mut s);
+        events(&mut s);
+        s.handle_datagram(now, &join_request_on(3, "17.9.4.27"));
+        let evs = events(&mut s);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, AcEvent::TransferDone { bytes: 100, .. })),
+            "{evs:?}"
+        );
+        assert!(!s.is_transferring());
+        // Mid-way, on the old version: it rebooted, the transfer failed.
+        let mut s = AcSession::new(config(1024));
+        s.handle_datagram(now, &join_request(1));
+        s.handle_datagram(now, &image_request(2, "ap1g8"));
+        s.image_ready(now, Ok(image(5000)));
+        drain(&mut s);
+        events(&mut s);
+        s.handle_datagram(now, &join_request(3));
+        let evs = events(&mut s);
+        assert!(
+            evs.iter().any(|e| matches!(e, AcEvent::TransferFailed { reason, .. } if reason == "the AP joined again")),
+            "{evs:?}"
+        );
+        assert!(matches!(evs.last(), Some(AcEvent::Joined(_))), "{evs:?}");
+        // Waiting for its image, same.
+        s.handle_datagram(now, &image_request(4, "ap1g8"));
+        events(&mut s);
+        assert!(s.is_transferring());
+        s.handle_datagram(now, &join_request(5));
+        assert!(
+            events(&mut s)
+                .iter()
+                .any(|e| matches!(e, AcEvent::TransferFailed { .. }))
+        );
+        assert!(!s.is_transferring());
     }
 
     #[test]

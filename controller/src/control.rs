@@ -130,7 +130,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Reads one request from an accepted connection: `None` if it is not one (the caller
-/// answers with an error), after at most [`REQUEST_TIMEOUT`].
+/// answers with an error); a client gets 5 s to send it.
 pub async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, std::io::Error> {
     let mut line = String::new();
     let mut reader = BufReader::new(stream).take(MAX_REQUEST);

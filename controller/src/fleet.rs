@@ -691,6 +691,19 @@ pub struct ApReport {
     pub dropped: u64,
     /// Datagrams doubled by `dup`, both ways.
     pub duplicated: u64,
+    /// The last completed image transfer, from the controller's Image Data Response (the
+    /// image announced) to the EOF block checked: the CAPWAP part alone. `None`: none
+    /// completed.
+    #[serde(rename = "transfer_s", serialize_with = "optional_seconds")]
+    pub transfer: Option<Duration>,
+    /// Before that transfer, from its Image Data Request to the Image Data Response: the
+    /// wait for the controller's admission (`max_concurrent`, sets) and its upstream fetch.
+    #[serde(rename = "wait_s", serialize_with = "optional_seconds")]
+    pub wait: Option<Duration>,
+    /// From the first accepted Join Response to the first moment the AP was verified (in Run
+    /// on the controller's version). `None`: never both.
+    #[serde(rename = "joined_to_verified_s", serialize_with = "optional_seconds")]
+    pub joined_to_verified: Option<Duration>,
 }
 
 /// Sums over a set of APs (one family, or all of them).
@@ -741,6 +754,13 @@ pub struct FleetReport {
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn optional_seconds<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 impl FleetReport {
@@ -938,6 +958,57 @@ enum StallPhase {
     Silent(Instant),
 }
 
+/// When things happened to one AP, across its reboots, for [`ApReport`]'s durations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Timing {
+    /// The first accepted Join Response.
+    first_joined: Option<Instant>,
+    /// The first moment the AP was verified.
+    verified: Option<Instant>,
+    /// The latest Image Data Request sent.
+    requested: Option<Instant>,
+    /// Its Image Data Response: the running transfer's start.
+    responded: Option<Instant>,
+    /// Wait and duration of the last completed transfer.
+    wait: Option<Duration>,
+    transfer: Option<Duration>,
+}
+
+impl Timing {
+    /// Notes the AP event `e`, seen at `now`.
+    fn on_event(&mut self, now: Instant, e: &WtpEvent) {
+        match e {
+            WtpEvent::Joined { .. } => {
+                self.first_joined.get_or_insert(now);
+            }
+            WtpEvent::ImageDataRequestSent { .. } => {
+                self.requested = Some(now);
+                self.responded = None;
+            }
+            WtpEvent::ImageDataResponse { .. } => self.responded = Some(now),
+            WtpEvent::TransferCompleted => {
+                if let Some(start) = self.responded.take() {
+                    self.transfer = Some(now.saturating_duration_since(start));
+                    self.wait = self
+                        .requested
+                        .take()
+                        .map(|asked| start.saturating_duration_since(asked));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The AP is verified at `now` (only the first time counts).
+    fn on_verified(&mut self, now: Instant) {
+        self.verified.get_or_insert(now);
+    }
+
+    fn joined_to_verified(&self) -> Option<Duration> {
+        Some(self.verified?.saturating_duration_since(self.first_joined?))
+    }
+}
+
 /// How one life of an AP ended.
 enum LifeEnd {
     Stopped,
@@ -968,6 +1039,7 @@ struct ApRunner {
     /// The latest State line printed.
     last_state: Option<CapwapState>,
     c: Counters,
+    timing: Timing,
 }
 
 impl ApRunner {
@@ -992,6 +1064,7 @@ impl ApRunner {
             peeked: None,
             last_state: None,
             c: Counters::default(),
+            timing: Timing::default(),
         }
     }
 
@@ -1111,6 +1184,9 @@ impl ApRunner {
             self.flush(wtp, socket).await;
             self.drain_events(wtp).await?;
             self.publish(wtp);
+            if self.timing.verified.is_none() && self.is_verified(wtp) {
+                self.timing.on_verified(Instant::now());
+            }
             if wtp.is_crashed() {
                 return Ok(LifeEnd::Crashed);
             }
@@ -1216,6 +1292,7 @@ impl ApRunner {
     /// acts on the few the shell cares about.
     async fn drain_events(&mut self, wtp: &mut Wtp) -> Result<(), FleetError> {
         while let Some(e) = wtp.poll_event() {
+            self.timing.on_event(Instant::now(), &e);
             match &e {
                 WtpEvent::State(s) => {
                     if self.last_state == Some(*s) {
@@ -1324,6 +1401,9 @@ impl ApRunner {
             datagrams_received: self.c.received,
             dropped: self.c.dropped,
             duplicated: self.c.duplicated,
+            transfer: self.timing.transfer,
+            wait: self.timing.wait,
+            joined_to_verified: self.timing.joined_to_verified(),
         }
     }
 }
@@ -1607,6 +1687,57 @@ mod tests {
     }
 
     #[test]
+    fn timing_measures_the_last_completed_transfer_and_join_to_verified() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let joined = WtpEvent::Joined {
+            ac_name: "airlift".into(),
+            ac: "127.0.0.1".into(),
+        };
+        let asked = WtpEvent::ImageDataRequestSent {
+            ac: "127.0.0.1".into(),
+            family: "ap1g8".into(),
+        };
+        let announced = WtpEvent::ImageDataResponse {
+            ac: "127.0.0.1".into(),
+            size: 1000,
+            md5: [0; 16],
+        };
+        let mut t = Timing::default();
+        assert_eq!(t.joined_to_verified(), None);
+        t.on_event(at(100), &joined);
+        t.on_event(at(110), &asked);
+        t.on_event(at(400), &announced);
+        // A transfer that did not complete (the AP rejoined) leaves nothing behind…
+        t.on_event(at(900), &joined);
+        t.on_event(at(1000), &asked);
+        assert_eq!((t.transfer, t.wait), (None, None));
+        // …and a completion without an announced transfer is not one.
+        t.on_event(at(1100), &WtpEvent::TransferCompleted);
+        assert_eq!(t.transfer, None);
+        t.on_event(at(1000), &asked);
+        t.on_event(at(1250), &announced);
+        t.on_event(at(3250), &WtpEvent::TransferCompleted);
+        assert_eq!(t.transfer, Some(Duration::from_millis(2000)));
+        assert_eq!(t.wait, Some(Duration::from_millis(250)));
+        // Verified after the reboot onto the new image: counted from the first join, once.
+        t.on_event(at(3800), &joined);
+        t.on_verified(at(3900));
+        t.on_verified(at(5000));
+        assert_eq!(t.joined_to_verified(), Some(Duration::from_millis(3800)));
+        // A later predownload replaces the last transfer's numbers.
+        t.on_event(at(6000), &asked);
+        t.on_event(at(6010), &announced);
+        t.on_event(at(6510), &WtpEvent::TransferCompleted);
+        assert_eq!(t.transfer, Some(Duration::from_millis(500)));
+        assert_eq!(t.wait, Some(Duration::from_millis(10)));
+        // Verified without ever joining (cannot happen) gives no duration.
+        let mut never = Timing::default();
+        never.on_verified(at(1));
+        assert_eq!(never.joined_to_verified(), None);
+    }
+
+    #[test]
     fn the_summary_sums_families_and_names_who_is_not_verified() {
         let ap = |name: &str, family: &str, verified: bool| ApReport {
             name: name.into(),
@@ -1631,6 +1762,9 @@ mod tests {
             datagrams_received: 0,
             dropped: 0,
             duplicated: 0,
+            transfer: verified.then_some(Duration::from_millis(250)),
+            wait: None,
+            joined_to_verified: None,
         };
         let r = FleetReport::new(
             vec![
@@ -1663,6 +1797,9 @@ mod tests {
             panic!("json")
         };
         assert_eq!(json["elapsed_s"], 1.5);
+        assert_eq!(json["aps"][0]["transfer_s"], 0.25);
+        assert!(json["aps"][2]["transfer_s"].is_null());
+        assert!(json["aps"][0]["wait_s"].is_null());
         assert_eq!(json["totals"]["aps"], 3);
         assert!(!FleetReport::new(Vec::new(), Duration::ZERO).all_verified);
     }

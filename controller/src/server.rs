@@ -115,11 +115,8 @@ struct Shell {
     timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
     /// Predownload retries due.
     retries: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
-    /// APs whose image is being fetched or sent.
-    active: HashSet<SocketAddr>,
-    /// Members admitted to the current set ([`Admission::Sets`]).
-    set_members: usize,
-    waiting: VecDeque<(SocketAddr, String)>,
+    /// Who may fetch and send now.
+    gate: Gate,
     ready: mpsc::UnboundedSender<Fetched>,
     /// The session whose rows an AP name's row follows (an AP that rebooted joins from a
     /// new address; its old session must not touch the new row).
@@ -141,6 +138,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let local = socket.local_addr()?;
     let (ready, mut images) = mpsc::unbounded_channel();
+    let gate = Gate::new(c.admission);
     let mut sh = Shell {
         socket: Arc::new(socket),
         local,
@@ -148,9 +146,7 @@ pub async fn serve(
         sessions: HashMap::new(),
         timers: BinaryHeap::new(),
         retries: BinaryHeap::new(),
-        active: HashSet::new(),
-        set_members: 0,
-        waiting: VecDeque::new(),
+        gate,
         ready,
         owner: HashMap::new(),
         started: HashMap::new(),
@@ -252,6 +248,70 @@ fn clock(at: Instant) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// The admission policy over the APs that want an image (sans-IO): who fetches and sends
+/// now, who waits, in arrival order.
+#[derive(Debug)]
+struct Gate {
+    admission: Admission,
+    /// APs whose image is being fetched or sent.
+    active: HashSet<SocketAddr>,
+    /// Members admitted to the current set ([`Admission::Sets`]).
+    set_members: usize,
+    waiting: VecDeque<(SocketAddr, String)>,
+}
+
+impl Gate {
+    fn new(admission: Admission) -> Gate {
+        Gate {
+            admission,
+            active: HashSet::new(),
+            set_members: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    fn admits(&self) -> bool {
+        match self.admission {
+            Admission::Parallel(max) => self.active.len() < max.max(1),
+            Admission::Sets(size) => self.set_members < size.max(1),
+        }
+    }
+
+    /// `peer` wants `family`: returned if it may start now, else queued.
+    fn want(&mut self, peer: SocketAddr, family: String) -> Option<(SocketAddr, String)> {
+        self.waiting.retain(|(p, _)| *p != peer);
+        if self.active.contains(&peer) || !self.admits() {
+            self.waiting.push_back((peer, family));
+            return None;
+        }
+        self.active.insert(peer);
+        self.set_members += 1;
+        Some((peer, family))
+    }
+
+    /// `peer` is done (or gone): returns who starts now. In sets, the next set starts when
+    /// the last member of the current one is done.
+    fn release(&mut self, peer: SocketAddr) -> Vec<(SocketAddr, String)> {
+        self.waiting.retain(|(p, _)| *p != peer);
+        if !self.active.remove(&peer) {
+            return Vec::new();
+        }
+        if self.active.is_empty() {
+            self.set_members = 0;
+        }
+        let mut admitted = Vec::new();
+        while self.admits() {
+            let Some((next, family)) = self.waiting.pop_front() else {
+                break;
+            };
+            self.active.insert(next);
+            self.set_members += 1;
+            admitted.push((next, family));
+        }
+        admitted
+    }
+}
+
 impl Shell {
     fn ap_ref(&self, peer: SocketAddr) -> Option<ApRef> {
         let info = self.sessions.get(&peer)?.info()?;
@@ -279,21 +339,14 @@ impl Shell {
         &self.c.ac.version
     }
 
-    fn admits(&self) -> bool {
-        match self.c.admission {
-            Admission::Parallel(max) => self.active.len() < max.max(1),
-            Admission::Sets(size) => self.set_members < size.max(1),
+    /// Starts the fetch of `family` for `peer`, or queues it as the admission says.
+    fn want(&mut self, peer: SocketAddr, family: String) {
+        if let Some((peer, family)) = self.gate.want(peer, family) {
+            self.fetch(peer, family);
         }
     }
 
-    /// Starts (or queues) the fetch of `family` for `peer`.
-    fn want(&mut self, peer: SocketAddr, family: String) {
-        if !self.admits() {
-            self.waiting.push_back((peer, family));
-            return;
-        }
-        self.active.insert(peer);
-        self.set_members += 1;
+    fn fetch(&self, peer: SocketAddr, family: String) {
         let images = Arc::clone(&self.c.images);
         let ready = self.ready.clone();
         tokio::spawn(async move {
@@ -316,20 +369,10 @@ impl Shell {
         });
     }
 
-    /// `peer`'s turn is over: admit whoever waits, as the admission allows.
+    /// `peer`'s turn is over: whoever the admission lets in next starts.
     fn release(&mut self, peer: SocketAddr) {
-        self.waiting.retain(|(p, _)| *p != peer);
-        if !self.active.remove(&peer) {
-            return;
-        }
-        if self.active.is_empty() {
-            self.set_members = 0;
-        }
-        while self.admits() {
-            let Some((next, family)) = self.waiting.pop_front() else {
-                break;
-            };
-            self.want(next, family);
+        for (next, family) in self.gate.release(peer) {
+            self.fetch(next, family);
         }
     }
 
@@ -687,6 +730,59 @@ pub async fn run_ap(
 mod tests {
     use super::*;
     use crate::capwap::Message;
+
+    fn ap(n: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], n))
+    }
+
+    fn peers(v: Vec<(SocketAddr, String)>) -> Vec<u16> {
+        v.into_iter().map(|(p, _)| p.port()).collect()
+    }
+
+    #[test]
+    fn sets_start_when_the_whole_previous_set_is_done() {
+        let mut g = Gate::new(Admission::Sets(2));
+        let started: Vec<u16> = (1..=5)
+            .filter_map(|n| g.want(ap(n), "ap1g8".into()))
+            .map(|(p, _)| p.port())
+            .collect();
+        assert_eq!(started, [1, 2]);
+        // One member done: the set is still running, nobody new starts.
+        assert!(g.release(ap(1)).is_empty());
+        // The set is done: the next two start together.
+        assert_eq!(peers(g.release(ap(2))), [3, 4]);
+        assert!(g.release(ap(3)).is_empty());
+        assert_eq!(peers(g.release(ap(4))), [5]);
+        // A set of one that drains lets the next AP straight in.
+        assert_eq!(peers(g.release(ap(5))), Vec::<u16>::new());
+        assert!(g.want(ap(6), "ap1g8".into()).is_some());
+    }
+
+    #[test]
+    fn parallel_admits_the_next_as_soon_as_one_is_done() {
+        let mut g = Gate::new(Admission::Parallel(2));
+        for n in 1..=4 {
+            let _ = g.want(ap(n), "ap3g3".into());
+        }
+        assert_eq!(peers(g.release(ap(1))), [3]);
+        // A waiting AP that leaves gives up its place; releasing it admits nobody.
+        assert!(g.release(ap(4)).is_empty());
+        assert_eq!(peers(g.release(ap(2))), Vec::<u16>::new());
+        assert_eq!(peers(g.release(ap(3))), Vec::<u16>::new());
+        // Releasing an AP that never started changes nothing.
+        assert!(g.release(ap(9)).is_empty());
+        assert!(g.want(ap(5), "ap3g3".into()).is_some());
+    }
+
+    #[test]
+    fn wanting_again_keeps_one_place_in_the_queue() {
+        let mut g = Gate::new(Admission::Parallel(1));
+        assert!(g.want(ap(1), "a".into()).is_some());
+        assert!(g.want(ap(2), "a".into()).is_none());
+        assert!(g.want(ap(2), "a".into()).is_none());
+        assert_eq!(peers(g.release(ap(1))), [2]);
+        assert!(g.release(ap(2)).is_empty());
+    }
 
     #[test]
     fn only_a_join_request_opens_a_session() {

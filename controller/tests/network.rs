@@ -1,6 +1,6 @@
 //! The controller and simulated APs over real UDP on loopback: every AP of three families
-//! ends on the network's version, each family is fetched once, at most `max_concurrent`
-//! transfers run at once, and the controller logs each AP's join and download.
+//! ends on the network's version, each family is fetched once, transfers run in sets of 4
+//! (like the 9800's sets of 16), and the controller logs each AP's join and download.
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -82,7 +82,7 @@ async fn aps_of_three_families_get_their_images_each_fetched_once() {
                 version: TARGET.into(),
                 download_at_join: true,
             },
-            admission: Admission::Parallel(4),
+            admission: Admission::Sets(4),
             retry: RetryPolicy {
                 interval: Duration::from_secs(60),
                 count: 3,

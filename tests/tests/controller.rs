@@ -150,10 +150,7 @@ impl Running {
         self.stop.cancel();
         let lines = Arc::clone(&self.lines);
         self.task.await.expect("join").expect("controller");
-        let lines = lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let lines = lines.lock().unwrap_or_else(PoisonError::into_inner).clone();
         drop(self.dir);
         lines
     }
