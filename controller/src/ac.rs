@@ -402,32 +402,13 @@ impl AcSession {
         }
         self.retransmissions = 0;
         self.predownload_pending = false;
-        let hardware = AcInformation {
-            vendor_id: CISCO_VENDOR_ID,
-            kind: 4,
-            data: b"airlift",
-        };
-        let software = AcInformation {
-            vendor_id: CISCO_VENDOR_ID,
-            kind: 5,
-            data: self.cfg.version.as_bytes(),
-        };
-        let ac_info = [hardware, software];
+        let ac_info = ac_information(&self.cfg);
         let reply = Message::new(
             MessageType::JOIN_RESPONSE,
             msg.seq,
             vec![
                 Element::ResultCode(ResultCode::SUCCESS),
-                Element::AcDescriptor(AcDescriptor {
-                    stations: 0,
-                    station_limit: 0,
-                    active_wtps: 0,
-                    max_wtps: u16::MAX,
-                    security: 0x04,
-                    r_mac: 2,
-                    dtls_policy: 0x02,
-                    info: SubElements::new(&ac_info),
-                }),
+                Element::AcDescriptor(ac_descriptor(&ac_info)),
                 Element::AcName(self.cfg.ac_name.as_bytes()),
                 Element::WtpRadioInformation(radio),
                 Element::EcnSupport(EcnSupport::Limited),
@@ -651,6 +632,65 @@ impl AcSession {
         self.asked = Some(kind);
         Ok(())
     }
+}
+
+/// The AC Information sub-elements of our AC Descriptor: hardware and software version.
+fn ac_information(cfg: &AcConfig) -> [AcInformation<'_>; 2] {
+    [
+        AcInformation {
+            vendor_id: CISCO_VENDOR_ID,
+            kind: 4,
+            data: b"airlift",
+        },
+        AcInformation {
+            vendor_id: CISCO_VENDOR_ID,
+            kind: 5,
+            data: cfg.version.as_bytes(),
+        },
+    ]
+}
+
+/// Our AC Descriptor (RFC 5415 §4.6.1): no stations, any number of WTPs, local MAC, plain
+/// UDP (DTLS not enabled).
+fn ac_descriptor<'a>(info: &'a [AcInformation<'a>]) -> AcDescriptor<'a> {
+    AcDescriptor {
+        stations: 0,
+        station_limit: 0,
+        active_wtps: 0,
+        max_wtps: u16::MAX,
+        security: 0x04,
+        r_mac: 2,
+        dtls_policy: 0x02,
+        info: SubElements::new(info),
+    }
+}
+
+/// The answer to a Discovery Request (RFC 5415 §5.1/5.2), which needs no session: AC
+/// Descriptor, AC Name, the WTP's radios echoed, and the CAPWAP Control IPv4 Address. `None`
+/// when `datagram` is not a well-formed Discovery Request with its mandatory elements.
+pub fn discovery_response(cfg: &AcConfig, datagram: &[u8]) -> Option<Vec<u8>> {
+    let msg = Message::decode(datagram).ok()?;
+    if msg.message_type != MessageType::DISCOVERY_REQUEST || msg.check_mandatory().is_err() {
+        return None;
+    }
+    let ac_info = ac_information(cfg);
+    let mut elements = vec![
+        Element::AcDescriptor(ac_descriptor(&ac_info)),
+        Element::AcName(cfg.ac_name.as_bytes()),
+    ];
+    elements.extend(
+        msg.elements
+            .iter()
+            .filter(|e| matches!(e, Element::WtpRadioInformation(_)))
+            .cloned(),
+    );
+    elements.push(Element::ControlIpv4Address(ControlIpv4Address {
+        address: cfg.control_ipv4,
+        wtp_count: 0,
+    }));
+    Message::new(MessageType::DISCOVERY_RESPONSE, msg.seq, elements)
+        .to_vec()
+        .ok()
 }
 
 #[cfg(test)]
@@ -903,6 +943,78 @@ mod tests {
         s.handle_timeout(t);
         assert!(s.is_gone());
         assert!(events(&mut s).contains(&AcEvent::Gone));
+    }
+
+    #[test]
+    fn a_discovery_request_gets_the_acs_descriptor_name_and_address() {
+        let enc = [EncryptionCapability {
+            wbid: 1,
+            capabilities: 0,
+        }];
+        let cisco = |value| VendorVersion {
+            vendor_id: CISCO_VENDOR_ID,
+            value,
+        };
+        let radio = RadioInformation {
+            radio_id: 2,
+            radio_type: RadioInformation::TYPE_G,
+        };
+        let mut elements = vec![
+            Element::Unknown {
+                kind: crate::capwap::ElementType::DISCOVERY_TYPE,
+                value: &[1],
+            },
+            Element::WtpBoardData(WtpBoardData {
+                vendor_id: CISCO_VENDOR_ID,
+                model: b"C9105AXI-E",
+                serial: b"FOC0001",
+                board_id: None,
+                board_revision: None,
+                base_mac: None,
+            }),
+            Element::WtpDescriptor(WtpDescriptor {
+                max_radios: 2,
+                radios_in_use: 2,
+                encryption: SubElements::new(&enc),
+                hardware_version: cisco(b"1.0"),
+                active_software_version: cisco(b"17.3.3.26"),
+                boot_version: cisco(b"1.1"),
+                other_software_version: None,
+            }),
+            Element::WtpFrameTunnelMode(FrameTunnelMode(FrameTunnelMode::LOCAL_BRIDGING)),
+            Element::WtpMacType(MacType::Local),
+            Element::WtpRadioInformation(radio),
+        ];
+        let request = Message::new(MessageType::DISCOVERY_REQUEST, 9, elements.clone())
+            .to_vec()
+            .unwrap_or_default();
+        let cfg = config(1024);
+        let Some(reply) = discovery_response(&cfg, &request) else {
+            panic!("no answer")
+        };
+        let Ok(m) = Message::decode(&reply) else {
+            panic!("undecodable answer")
+        };
+        assert_eq!(m.message_type, MessageType::DISCOVERY_RESPONSE);
+        assert_eq!(m.seq, 9);
+        assert_eq!(m.check_mandatory(), Ok(()));
+        assert!(m.elements.contains(&Element::AcName(b"airlift")));
+        assert!(m.elements.contains(&Element::WtpRadioInformation(radio)));
+        assert!(
+            m.elements
+                .contains(&Element::ControlIpv4Address(ControlIpv4Address {
+                    address: Ipv4Addr::LOCALHOST,
+                    wtp_count: 0
+                }))
+        );
+        // Without its Discovery Type, or another message: no answer.
+        elements.remove(0);
+        let partial = Message::new(MessageType::DISCOVERY_REQUEST, 9, elements)
+            .to_vec()
+            .unwrap_or_default();
+        assert_eq!(discovery_response(&cfg, &partial), None);
+        assert_eq!(discovery_response(&cfg, &join_request(1)), None);
+        assert_eq!(discovery_response(&cfg, b"junk"), None);
     }
 
     #[test]

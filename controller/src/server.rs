@@ -26,8 +26,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::ac::{AcConfig, AcEvent, AcSession, ImageToSend};
-use crate::capwap::{MessageType, RawMessage};
+use crate::ac::{AcConfig, AcEvent, AcSession, ImageToSend, discovery_response};
+use crate::capwap::{Header, MessageType, RawMessage, Reassembler, Reassembly, ReassemblyLimits};
 use crate::events::{ApRef, Event, Mac};
 use crate::images::{EventSink, Images};
 use crate::show::{ApImageRow, DownloadState, PredownloadState};
@@ -125,6 +125,8 @@ struct Shell {
     started: HashMap<SocketAddr, Instant>,
     /// The last fetch for the AP found no such file.
     missing: HashSet<SocketAddr>,
+    /// Fragmented messages being put together, by sender.
+    reassembler: Reassembler<SocketAddr>,
     status: Status,
 }
 
@@ -151,6 +153,12 @@ pub async fn serve(
         owner: HashMap::new(),
         started: HashMap::new(),
         missing: HashSet::new(),
+        reassembler: Reassembler::new(ReassemblyLimits {
+            max_message_len: usize::from(u16::MAX) + 16,
+            max_partial: 256,
+            max_partial_per_peer: 2,
+            timeout: Duration::from_secs(30),
+        }),
         status,
     };
     let mut buf = vec![0u8; 65_536];
@@ -159,6 +167,7 @@ pub async fn serve(
         let next = [
             sh.timers.peek().map(|Reverse((t, _))| *t),
             sh.retries.peek().map(|Reverse((t, _))| *t),
+            sh.reassembler.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -172,10 +181,26 @@ pub async fn serve(
             got = sh.socket.recv_from(&mut buf) => {
                 // An ICMP error surfacing on the socket is not fatal to the server.
                 let Ok((n, peer)) = got else { continue };
-                let datagram = &buf[..n];
-                // Only a Join Request opens a session: anything else from a stranger (garbage,
-                // a late response from a forgotten AP) costs no memory.
+                let whole;
+                let datagram = if is_fragment(&buf[..n]) {
+                    // Bounded: a few partial messages per peer and in all, each expiring.
+                    match sh.reassembler.push(Instant::now(), &peer, &buf[..n]) {
+                        Ok(Reassembly::Complete(w)) => {
+                            whole = w;
+                            &whole[..]
+                        }
+                        _ => continue,
+                    }
+                } else {
+                    &buf[..n]
+                };
+                // Only a Join Request opens a session: a Discovery Request is answered without
+                // one, and anything else from a stranger (garbage, a late response from a
+                // forgotten AP) costs no memory.
                 if !sh.sessions.contains_key(&peer) && !opens_session(datagram) {
+                    if let Some(reply) = discovery_response(&sh.c.ac, datagram) {
+                        let _ = sh.socket.send_to(&reply, peer).await;
+                    }
                     continue;
                 }
                 let now = Instant::now();
@@ -206,6 +231,7 @@ pub async fn serve(
             },
             () = sleep => {
                 let now = Instant::now();
+                sh.reassembler.handle_timeout(now);
                 while let Some(Reverse((t, peer))) = sh.timers.peek().copied() {
                     if t > now {
                         break;
@@ -236,6 +262,11 @@ pub async fn serve(
 /// Request.
 pub fn opens_session(datagram: &[u8]) -> bool {
     RawMessage::decode(datagram).is_ok_and(|m| m.control.message_type == MessageType::JOIN_REQUEST)
+}
+
+/// Whether a datagram is a fragment of a larger message (F bit set).
+fn is_fragment(datagram: &[u8]) -> bool {
+    matches!(Header::decode(datagram), Ok((h, _)) if h.fragment.is_some())
 }
 
 /// `HH:MM:SS` (UTC) of `at`, for Next Retry Time.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bundle_tool::synth::write_image;
 use bundle_tool::version::ApVersion;
 use controller::ac::AcConfig;
-use controller::capwap::RetransmitConfig;
+use controller::capwap::{
+    Element, ElementType, Message, MessageType, ResultCode, RetransmitConfig, fragment,
+};
 use controller::events::Event;
 use controller::images::{EventSink, Images, read_release};
 use controller::server::{Admission, Controller, RetryPolicy, Status, run_ap, serve};
@@ -103,6 +105,52 @@ async fn aps_of_three_families_get_their_images_each_fetched_once() {
     ] {
         stranger.send_to(junk, addr).expect("send");
     }
+    // A Join Request in fragments (out of order) is put together and answered; so is a
+    // Discovery Request, without a session.
+    let fragmented = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    fragmented
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut probe = Wtp::new(
+        WtpConfig::new("AP-FRAGMENTED", MODELS[0], families[0]),
+        Instant::now(),
+    )
+    .expect("wtp");
+    let join = probe.poll_transmit().expect("join request").to_vec();
+    let pieces = fragment(&join, 64, 77).expect("fragments");
+    assert!(pieces.len() >= 3, "{}", pieces.len());
+    for p in pieces.iter().rev() {
+        fragmented.send_to(p, addr).expect("send");
+    }
+    let mut answer = [0u8; 2048];
+    let n = fragmented.recv(&mut answer).expect("a Join Response");
+    let reply = Message::decode(&answer[..n]).expect("decodes");
+    assert_eq!(reply.message_type, MessageType::JOIN_RESPONSE);
+    assert_eq!(reply.result_code(), Some(ResultCode::SUCCESS));
+    let discovery = Message::new(
+        MessageType::DISCOVERY_REQUEST,
+        3,
+        Message::decode(&join)
+            .expect("join")
+            .elements
+            .into_iter()
+            .filter(|e| !matches!(e, Element::WtpName(_) | Element::SessionId(_)))
+            .chain([Element::Unknown {
+                kind: ElementType::DISCOVERY_TYPE,
+                value: &[1],
+            }])
+            .collect(),
+    )
+    .to_vec()
+    .expect("discovery request");
+    stranger.send_to(&discovery, addr).expect("send");
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let n = stranger.recv(&mut answer).expect("a Discovery Response");
+    let reply = Message::decode(&answer[..n]).expect("decodes");
+    assert_eq!(reply.message_type, MessageType::DISCOVERY_RESPONSE);
+    assert!(reply.elements.contains(&Element::AcName(b"airlift")));
     let count = 21;
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut aps = Vec::new();
@@ -141,10 +189,22 @@ async fn aps_of_three_families_get_their_images_each_fetched_once() {
         .filter(|l| l.ends_with("AP Image Download Success"))
         .count();
     assert_eq!(success, count, "{lines:#?}");
-    // Joined twice each: before the download and after the reset.
+    // Joined twice each: before the download and after the reset (and the fragmented
+    // probe once: it joined, and asked for nothing).
     let joined = lines.iter().filter(|l| l.ends_with("] Joined")).count();
-    assert_eq!(joined, 2 * count);
-    let rows: Vec<_> = status.lock().expect("lock").values().cloned().collect();
+    assert_eq!(joined, 2 * count + 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("AP Name: AP-FRAGMENTED ") && l.ends_with("] Joined"))
+    );
+    let rows: Vec<_> = status
+        .lock()
+        .expect("lock")
+        .values()
+        .filter(|r| r.name != "AP-FRAGMENTED")
+        .cloned()
+        .collect();
     let report = ApImageReport::new(rows);
     assert_eq!(report.counters.total, count);
     assert!(report.aps.iter().all(|r| r.primary == TARGET), "{report}");

@@ -457,6 +457,27 @@ const JOIN_RESPONSE_MANDATORY: &[&[ElementType]] = &[
     &[E::CAPWAP_LOCAL_IPV4_ADDRESS, E::CAPWAP_LOCAL_IPV6_ADDRESS],
 ];
 
+/// RFC 5415 §5.1 (and RFC 5416 §6.25 for the radio information).
+const DISCOVERY_REQUEST_MANDATORY: &[&[ElementType]] = &[
+    &[E::DISCOVERY_TYPE],
+    &[E::WTP_BOARD_DATA],
+    &[E::WTP_DESCRIPTOR],
+    &[E::WTP_FRAME_TUNNEL_MODE],
+    &[E::WTP_MAC_TYPE],
+    &[E::WTP_RADIO_INFORMATION],
+];
+
+/// RFC 5415 §5.2.
+const DISCOVERY_RESPONSE_MANDATORY: &[&[ElementType]] = &[
+    &[E::AC_DESCRIPTOR],
+    &[E::AC_NAME],
+    &[E::WTP_RADIO_INFORMATION],
+    &[
+        E::CAPWAP_CONTROL_IPV4_ADDRESS,
+        E::CAPWAP_CONTROL_IPV6_ADDRESS,
+    ],
+];
+
 /// RFC 5415 §9.1 (firmware management): the Image Data Response MUST carry a Result Code.
 const IMAGE_DATA_RESPONSE_MANDATORY: &[&[ElementType]] = &[&[E::RESULT_CODE]];
 
@@ -464,9 +485,12 @@ const IMAGE_DATA_RESPONSE_MANDATORY: &[&[ElementType]] = &[&[E::RESULT_CODE]];
 const RESET_REQUEST_MANDATORY: &[&[ElementType]] = &[&[E::IMAGE_IDENTIFIER]];
 
 /// The mandatory elements of a message type, each entry a set of alternatives. Known for
-/// Join Request/Response, Image Data Response and Reset Request; empty for the others.
+/// Discovery and Join Request/Response, Image Data Response and Reset Request; empty for the
+/// others.
 pub fn mandatory_elements(message_type: MessageType) -> &'static [&'static [ElementType]] {
     match message_type {
+        MessageType::DISCOVERY_REQUEST => DISCOVERY_REQUEST_MANDATORY,
+        MessageType::DISCOVERY_RESPONSE => DISCOVERY_RESPONSE_MANDATORY,
         MessageType::JOIN_REQUEST => JOIN_REQUEST_MANDATORY,
         MessageType::JOIN_RESPONSE => JOIN_RESPONSE_MANDATORY,
         MessageType::IMAGE_DATA_RESPONSE => IMAGE_DATA_RESPONSE_MANDATORY,
