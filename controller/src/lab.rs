@@ -138,6 +138,13 @@ pub async fn run(opts: LabOptions, stop: CancellationToken) -> Result<LabReport,
             }
         }
     };
+    // The port first: a busy one fails before any work is done.
+    let capwap = tokio::net::UdpSocket::bind(("127.0.0.1", opts.capwap_port))
+        .await
+        .map_err(setup(format!(
+            "CAPWAP control port 127.0.0.1:{} (another controller? try --capwap-port 0)",
+            opts.capwap_port
+        )))?;
     let version: ApVersion = LAB_VERSION
         .parse()
         .map_err(|_| setup("version")(std::io::Error::other(LAB_VERSION)))?;
@@ -168,12 +175,6 @@ pub async fn run(opts: LabOptions, stop: CancellationToken) -> Result<LabReport,
             served.join(LAB_FOLDER).to_string_lossy().into_owned(),
         ),
     };
-    let capwap = tokio::net::UdpSocket::bind(("127.0.0.1", opts.capwap_port))
-        .await
-        .map_err(setup(format!(
-            "CAPWAP control port 127.0.0.1:{} (another controller? try --capwap-port 0)",
-            opts.capwap_port
-        )))?;
     let capwap_addr = capwap.local_addr().map_err(setup("CAPWAP socket"))?;
     say(&format!(
         "lab: {} server on {}, controller on {capwap_addr}, {} simulated APs, {:.0}% loss each way",
@@ -339,7 +340,7 @@ fn draw(
     }
     let c = ApImageReport::new(rows).counters;
     counters.set_message(format!(
-        "show ap image: Total {} | Initiated {} | Downloading {} | Completed downloading {} | Not Supported {}",
+        "APs {} · initiated {} · downloading {} · completed {} · not supported {}",
         c.total, c.initiated, c.downloading, c.completed_downloading, c.not_supported
     ));
     counters.tick();

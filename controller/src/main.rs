@@ -80,22 +80,22 @@ enum Cmd {
     /// the controller and simulated APs of every family, until each verified its image.
     Lab {
         /// Simulated APs.
-        #[arg(long, default_value_t = 24)]
+        #[arg(long, default_value_t = 24, value_parser = in_range(1..=10_000usize, "1 to 10000 APs"))]
         aps: usize,
         /// How the controller reaches the image server.
         #[arg(long, value_enum, default_value_t = ModeArg::Tftp)]
         mode: ModeArg,
         /// Datagram loss on the CAPWAP link, each direction (0 to 0.5).
-        #[arg(long, default_value_t = 0.02)]
+        #[arg(long, default_value_t = 0.02, value_parser = in_range(0.0..=0.5f64, "a loss from 0 to 0.5"))]
         loss: f64,
         /// Image size against the real bundle's (1.0: about 440 MB of AP images).
-        #[arg(long, default_value_t = 0.02)]
+        #[arg(long, default_value_t = 0.02, value_parser = in_range(0.0001..=1.0f64, "a scale from 0.0001 to 1"))]
         scale: f64,
         /// CAPWAP control port (0: any free port).
         #[arg(long, default_value_t = controller::config::CAPWAP_CONTROL_PORT)]
         capwap_port: u16,
         /// Image bytes per Image Data message (the source document's controller sends 1377).
-        #[arg(long, default_value_t = 1377)]
+        #[arg(long, default_value_t = 1377, value_parser = in_range(64..=8192u16, "64 to 8192 bytes"))]
         block_size: u16,
         /// No live progress, only the lines and the summary.
         #[arg(long)]
@@ -143,8 +143,43 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("controller: {e:#}");
+            eprintln!("controller: {}", describe(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, each said once (a library error that already quotes its
+/// source is not followed by the source again).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// A value parser for a number in `range` (clap then reports a usage error, exit 2).
+fn in_range<T>(
+    range: std::ops::RangeInclusive<T>,
+    what: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Clone + Send + Sync + 'static,
+{
+    move |s: &str| {
+        let v: T = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(what.to_owned())
         }
     }
 }
@@ -269,18 +304,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             block_size,
             quiet,
         } => {
-            if aps == 0 {
-                anyhow::bail!("--aps: at least 1");
-            }
-            if !(0.0..=0.5).contains(&loss) {
-                anyhow::bail!("--loss {loss}: 0 to 0.5");
-            }
-            if !(scale > 0.0 && scale <= 1.0) {
-                anyhow::bail!("--scale {scale}: more than 0, at most 1");
-            }
-            if !(64..=8192).contains(&block_size) {
-                anyhow::bail!("--block-size {block_size}: 64 to 8192");
-            }
             let stop = CancellationToken::new();
             signals(stop.clone(), || {})?;
             let report = lab::run(
