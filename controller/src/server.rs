@@ -112,7 +112,7 @@ struct Shell {
     local: SocketAddr,
     c: Controller,
     sessions: HashMap<SocketAddr, AcSession>,
-    timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
+    timers: Wakeups,
     /// Predownload retries due.
     retries: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
     /// Who may fetch and send now.
@@ -146,7 +146,7 @@ pub async fn serve(
         local,
         c,
         sessions: HashMap::new(),
-        timers: BinaryHeap::new(),
+        timers: Wakeups::default(),
         retries: BinaryHeap::new(),
         gate,
         ready,
@@ -165,7 +165,7 @@ pub async fn serve(
     let mut commands_open = true;
     loop {
         let next = [
-            sh.timers.peek().map(|Reverse((t, _))| *t),
+            sh.timers.next(),
             sh.retries.peek().map(|Reverse((t, _))| *t),
             sh.reassembler.poll_timeout(),
         ]
@@ -232,16 +232,18 @@ pub async fn serve(
             () = sleep => {
                 let now = Instant::now();
                 sh.reassembler.handle_timeout(now);
-                while let Some(Reverse((t, peer))) = sh.timers.peek().copied() {
-                    if t > now {
-                        break;
-                    }
-                    sh.timers.pop();
-                    if let Some(s) = sh.sessions.get_mut(&peer)
-                        && s.poll_timeout().is_some_and(|d| d <= now)
-                    {
-                        s.handle_timeout(now);
-                        sh.process(peer).await;
+                while let Some(peer) = sh.timers.pop_due(now) {
+                    let Some(s) = sh.sessions.get_mut(&peer) else {
+                        continue;
+                    };
+                    match s.poll_timeout() {
+                        Some(d) if d <= now => {
+                            s.handle_timeout(now);
+                            sh.process(peer).await;
+                        }
+                        // The deadline moved later since this wake-up was set.
+                        Some(d) => sh.timers.arm(peer, d),
+                        None => {}
                     }
                 }
                 while let Some(Reverse((t, peer))) = sh.retries.peek().copied() {
@@ -277,6 +279,58 @@ fn clock(at: Instant) -> String {
         .map_or(0, |d| d.as_secs())
         % 86_400;
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Sessions' timer wake-ups, at most one live entry per session. A deadline that moves later
+/// (every answered block moves it) keeps the earlier entry, which re-arms at the session's
+/// real deadline when it fires; one that moves earlier supersedes it (the old entry is
+/// skipped when it comes up). The heap holds about one entry per session, whatever the
+/// traffic: not one per datagram.
+#[derive(Debug, Default)]
+struct Wakeups {
+    heap: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
+    armed: HashMap<SocketAddr, Instant>,
+}
+
+impl Wakeups {
+    /// Wake up for `peer` at `at`, unless a wake-up at or before it is already set.
+    fn arm(&mut self, peer: SocketAddr, at: Instant) {
+        if self.armed.get(&peer).is_some_and(|&a| a <= at) {
+            return;
+        }
+        self.armed.insert(peer, at);
+        self.heap.push(Reverse((at, peer)));
+    }
+
+    /// The earliest entry (possibly a superseded one: an early wake-up costs nothing).
+    fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// The next session whose wake-up is due, if any.
+    fn pop_due(&mut self, now: Instant) -> Option<SocketAddr> {
+        while let Some(Reverse((t, peer))) = self.heap.peek().copied() {
+            if t > now {
+                return None;
+            }
+            self.heap.pop();
+            if self.armed.get(&peer) == Some(&t) {
+                self.armed.remove(&peer);
+                return Some(peer);
+            }
+        }
+        None
+    }
+
+    /// `peer`'s session is over.
+    fn forget(&mut self, peer: SocketAddr) {
+        self.armed.remove(&peer);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
 }
 
 /// The admission policy over the APs that want an image (sans-IO): who fetches and sends
@@ -522,7 +576,7 @@ impl Shell {
             let _ = self.socket.send_to(d, peer).await;
         }
         if let Some(t) = s.poll_timeout() {
-            self.timers.push(Reverse((t, peer)));
+            self.timers.arm(peer, t);
         }
         let progress = s.progress();
         let gone = s.is_gone();
@@ -539,6 +593,7 @@ impl Shell {
         }
         if gone {
             self.sessions.remove(&peer);
+            self.timers.forget(peer);
             self.started.remove(&peer);
             self.missing.remove(&peer);
         }
@@ -768,6 +823,39 @@ mod tests {
 
     fn peers(v: Vec<(SocketAddr, String)>) -> Vec<u16> {
         v.into_iter().map(|(p, _)| p.port()).collect()
+    }
+
+    #[test]
+    fn wake_ups_stay_one_per_session_whatever_the_traffic() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut w = Wakeups::default();
+        // Ten thousand answered blocks, each moving the deadline later: one entry.
+        for i in 0..10_000 {
+            w.arm(ap(1), ms(3000 + i));
+        }
+        assert_eq!(w.len(), 1);
+        // The entry fires at the first deadline; the shell then re-arms at the real one.
+        assert_eq!(w.pop_due(ms(2999)), None);
+        assert_eq!(w.pop_due(ms(3000)), Some(ap(1)));
+        assert_eq!(w.pop_due(ms(3000)), None);
+        w.arm(ap(1), ms(12_999));
+        // An earlier deadline supersedes; the later entry is skipped when it comes up.
+        w.arm(ap(1), ms(5000));
+        w.arm(ap(2), ms(4000));
+        assert_eq!(w.next(), Some(ms(4000)));
+        assert_eq!(w.pop_due(ms(20_000)), Some(ap(2)));
+        assert_eq!(w.pop_due(ms(20_000)), Some(ap(1)));
+        assert_eq!(
+            w.pop_due(ms(20_000)),
+            None,
+            "the superseded entry is not a wake-up"
+        );
+        // A forgotten session never wakes.
+        w.arm(ap(3), ms(100));
+        w.forget(ap(3));
+        assert_eq!(w.pop_due(ms(20_000)), None);
+        assert_eq!(w.len(), 0);
     }
 
     #[test]
