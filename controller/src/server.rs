@@ -96,6 +96,9 @@ pub enum Command {
     },
 }
 
+/// Datagrams read per wake-up beyond the first, before timers and commands get a turn.
+const DRAIN: usize = 64;
+
 /// `show ap image` rows, by AP name.
 pub type Status = Arc<Mutex<BTreeMap<String, ApImageRow>>>;
 
@@ -180,36 +183,18 @@ pub async fn serve(
             () = shutdown.cancelled() => return Ok(()),
             got = sh.socket.recv_from(&mut buf) => {
                 // An ICMP error surfacing on the socket is not fatal to the server.
-                let Ok((n, peer)) = got else { continue };
-                let whole;
-                let datagram = if is_fragment(&buf[..n]) {
-                    // Bounded: a few partial messages per peer and in all, each expiring.
-                    match sh.reassembler.push(Instant::now(), &peer, &buf[..n]) {
-                        Ok(Reassembly::Complete(w)) => {
-                            whole = w;
-                            &whole[..]
-                        }
-                        _ => continue,
-                    }
-                } else {
-                    &buf[..n]
-                };
-                // Only a Join Request opens a session: a Discovery Request is answered without
-                // one, and anything else from a stranger (garbage, a late response from a
-                // forgotten AP) costs no memory.
-                if !sh.sessions.contains_key(&peer) && !opens_session(datagram) {
-                    if let Some(reply) = discovery_response(&sh.c.ac, datagram) {
-                        let _ = sh.socket.send_to(&reply, peer).await;
-                    }
-                    continue;
+                if let Ok((n, peer)) = got {
+                    sh.datagram(peer, &buf[..n]).await;
                 }
-                let now = Instant::now();
-                let s = sh
-                    .sessions
-                    .entry(peer)
-                    .or_insert_with(|| AcSession::new(sh.c.ac.clone()));
-                s.handle_datagram(now, datagram);
-                sh.process(peer).await;
+                // Then whatever else is already queued, without going back to the reactor
+                // for each (a busy controller gets a datagram per block from every AP).
+                for _ in 0..DRAIN {
+                    match sh.socket.try_recv_from(&mut buf) {
+                        Ok((n, peer)) => sh.datagram(peer, &buf[..n]).await,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => {}
+                    }
+                }
             }
             Some(f) = images.recv() => {
                 if f.missing {
@@ -398,6 +383,39 @@ impl Gate {
 }
 
 impl Shell {
+    /// One datagram from `peer`.
+    async fn datagram(&mut self, peer: SocketAddr, bytes: &[u8]) {
+        let whole;
+        let datagram = if is_fragment(bytes) {
+            // Bounded: a few partial messages per peer and in all, each expiring.
+            match self.reassembler.push(Instant::now(), &peer, bytes) {
+                Ok(Reassembly::Complete(w)) => {
+                    whole = w;
+                    &whole[..]
+                }
+                _ => return,
+            }
+        } else {
+            bytes
+        };
+        // Only a Join Request opens a session: a Discovery Request is answered without one,
+        // and anything else from a stranger (garbage, a late response from a forgotten AP)
+        // costs no memory.
+        if !self.sessions.contains_key(&peer) && !opens_session(datagram) {
+            if let Some(reply) = discovery_response(&self.c.ac, datagram) {
+                let _ = self.socket.send_to(&reply, peer).await;
+            }
+            return;
+        }
+        let now = Instant::now();
+        let s = self
+            .sessions
+            .entry(peer)
+            .or_insert_with(|| AcSession::new(self.c.ac.clone()));
+        s.handle_datagram(now, datagram);
+        self.process(peer).await;
+    }
+
     fn ap_ref(&self, peer: SocketAddr) -> Option<ApRef> {
         let info = self.sessions.get(&peer)?.info()?;
         Some(ApRef {
