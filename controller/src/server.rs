@@ -347,9 +347,13 @@ impl Gate {
         }
     }
 
-    /// `peer` wants `family`: returned if it may start now, else queued.
+    /// `peer` wants `family`: returned if it may start now, else queued. An AP that asks
+    /// again while it waits (it gave up waiting for an answer and rejoined) keeps its place.
     fn want(&mut self, peer: SocketAddr, family: String) -> Option<(SocketAddr, String)> {
-        self.waiting.retain(|(p, _)| *p != peer);
+        if let Some(entry) = self.waiting.iter_mut().find(|(p, _)| *p == peer) {
+            entry.1 = family;
+            return None;
+        }
         if self.active.contains(&peer) || !self.admits() {
             self.waiting.push_back((peer, family));
             return None;
@@ -359,10 +363,10 @@ impl Gate {
         Some((peer, family))
     }
 
-    /// `peer` is done (or gone): returns who starts now. In sets, the next set starts when
-    /// the last member of the current one is done.
+    /// `peer`'s turn is over: returns who starts now. In sets, the next set starts when the
+    /// last member of the current one is done. A waiting AP keeps its place (when its turn
+    /// comes and it no longer wants an image, the shell releases it at once).
     fn release(&mut self, peer: SocketAddr) -> Vec<(SocketAddr, String)> {
-        self.waiting.retain(|(p, _)| *p != peer);
         if !self.active.remove(&peer) {
             return Vec::new();
         }
@@ -379,6 +383,12 @@ impl Gate {
             admitted.push((next, family));
         }
         admitted
+    }
+
+    /// `peer` is gone: out of the queue too.
+    fn remove(&mut self, peer: SocketAddr) -> Vec<(SocketAddr, String)> {
+        self.waiting.retain(|(p, _)| *p != peer);
+        self.release(peer)
     }
 }
 
@@ -475,6 +485,13 @@ impl Shell {
     /// `peer`'s turn is over: whoever the admission lets in next starts.
     fn release(&mut self, peer: SocketAddr) {
         for (next, family) in self.gate.release(peer) {
+            self.fetch(next, family);
+        }
+    }
+
+    /// `peer` is gone: out of the queue, and whoever is next starts.
+    fn remove(&mut self, peer: SocketAddr) {
+        for (next, family) in self.gate.remove(peer) {
             self.fetch(next, family);
         }
     }
@@ -780,7 +797,7 @@ impl Shell {
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&name);
                 }
-                self.release(peer);
+                self.remove(peer);
             }
             AcEvent::JoinRefused { .. } | AcEvent::ResetAnswered { .. } => {}
         }
@@ -902,8 +919,8 @@ mod tests {
             let _ = g.want(ap(n), "ap3g3".into());
         }
         assert_eq!(peers(g.release(ap(1))), [3]);
-        // A waiting AP that leaves gives up its place; releasing it admits nobody.
-        assert!(g.release(ap(4)).is_empty());
+        // A waiting AP that is gone gives up its place; that admits nobody.
+        assert!(g.remove(ap(4)).is_empty());
         assert_eq!(peers(g.release(ap(2))), Vec::<u16>::new());
         assert_eq!(peers(g.release(ap(3))), Vec::<u16>::new());
         // Releasing an AP that never started changes nothing.
@@ -912,13 +929,23 @@ mod tests {
     }
 
     #[test]
-    fn wanting_again_keeps_one_place_in_the_queue() {
+    fn an_ap_that_asks_again_while_waiting_keeps_its_place() {
         let mut g = Gate::new(Admission::Parallel(1));
         assert!(g.want(ap(1), "a".into()).is_some());
         assert!(g.want(ap(2), "a".into()).is_none());
-        assert!(g.want(ap(2), "a".into()).is_none());
-        assert_eq!(peers(g.release(ap(1))), [2]);
+        assert!(g.want(ap(3), "a".into()).is_none());
+        // AP 2 gave up waiting for an answer and rejoined: its failed request releases
+        // nothing, and asking again keeps its place ahead of AP 3 (one entry, not two).
         assert!(g.release(ap(2)).is_empty());
+        assert!(g.want(ap(2), "b".into()).is_none());
+        assert_eq!(g.release(ap(1)), vec![(ap(2), "b".to_owned())]);
+        assert_eq!(peers(g.release(ap(2))), [3]);
+        assert!(g.release(ap(3)).is_empty());
+        // A gone AP leaves the queue.
+        assert!(g.want(ap(4), "a".into()).is_some());
+        assert!(g.want(ap(5), "a".into()).is_none());
+        assert!(g.remove(ap(5)).is_empty());
+        assert!(g.release(ap(4)).is_empty());
     }
 
     #[test]
