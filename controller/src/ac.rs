@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::capwap::{
     AcDescriptor, AcInformation, ControlIpv4Address, EcnSupport, Element, ImageData,
@@ -17,7 +17,7 @@ use crate::capwap::{
     RequestDisposition, Requester, Responder, ResultCode, RetransmitConfig, SubElements,
     encode_image_data_request,
 };
-use crate::flow::CISCO_VENDOR_ID;
+use crate::flow::{CISCO_VENDOR_ID, ECHO_INTERVAL_S};
 
 /// What the controller says and how it sends.
 #[derive(Debug, Clone)]
@@ -35,7 +35,13 @@ pub struct AcConfig {
     /// Name the version in the Join Response, so an AP on another version downloads it at
     /// join (RFC 5415 §9.1.1); when false APs keep running and get it by predownload.
     pub download_at_join: bool,
+    /// Silence after which a joined AP is given up although nothing of ours is outstanding
+    /// (it sends an Echo Request every EchoInterval): default [`DEFAULT_DEAD_INTERVAL`].
+    pub dead_interval: Duration,
 }
+
+/// Default [`AcConfig::dead_interval`]: three EchoIntervals.
+pub const DEFAULT_DEAD_INTERVAL: Duration = Duration::from_secs(3 * ECHO_INTERVAL_S);
 
 /// An image to send: shared bytes and the MD5 Image Information carries.
 #[derive(Debug, Clone)]
@@ -164,6 +170,8 @@ pub struct AcSession {
     events: VecDeque<AcEvent>,
     buf: Vec<u8>,
     gone: bool,
+    /// When the AP last sent something.
+    last_heard: Option<Instant>,
     /// Retransmissions during the current transfer.
     retransmissions: u64,
     /// Datagrams that failed to decode or were unexpected.
@@ -185,6 +193,7 @@ impl AcSession {
             events: VecDeque::new(),
             buf: Vec::with_capacity(2048),
             gone: false,
+            last_heard: None,
             retransmissions: 0,
             ignored: 0,
         }
@@ -241,12 +250,26 @@ impl AcSession {
 
     /// When [`AcSession::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.requester.poll_timeout()
+        if self.gone {
+            return None;
+        }
+        let silence = self.last_heard.map(|t| t + self.cfg.dead_interval);
+        [self.requester.poll_timeout(), silence]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Retransmits our outstanding request, or gives the AP up.
+    /// Retransmits our outstanding request, or gives the AP up (our request unanswered, or
+    /// nothing heard for the dead interval).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.requester.handle_timeout(now).is_some() {
+        if self.gone {
+            return;
+        }
+        let silent = self
+            .last_heard
+            .is_some_and(|t| now >= t + self.cfg.dead_interval);
+        if self.requester.handle_timeout(now).is_some() || silent {
             self.gone = true;
             self.transfer = Transfer::None;
             self.events.push_back(AcEvent::Gone);
@@ -255,11 +278,15 @@ impl AcSession {
 
     /// A datagram from the AP (a whole message: fragments are reassembled before).
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        if self.gone {
+            return;
+        }
         // Responses (one per image block: the hot path) are read without building a Message.
         let Ok(raw) = RawMessage::decode(datagram) else {
             self.ignored += 1;
             return;
         };
+        self.last_heard = Some(now);
         let (kind, seq) = (raw.control.message_type, raw.control.seq);
         if !kind.is_request() {
             let mut result = Some(ResultCode::SUCCESS);
@@ -339,6 +366,11 @@ impl AcSession {
             self.events.push_back(AcEvent::JoinRefused {
                 missing: missing.to_string(),
             });
+            // Nothing to keep for an AP that never joined: the answer goes out, then the
+            // session ends (a corrected Join Request opens a new one).
+            if self.info.is_none() {
+                self.gone = true;
+            }
             return;
         }
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -695,7 +727,6 @@ pub fn discovery_response(cfg: &AcConfig, datagram: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
     use crate::capwap::{
@@ -715,6 +746,7 @@ mod tests {
             },
             version: "17.9.4.27".into(),
             download_at_join: true,
+            dead_interval: Duration::from_secs(90),
         }
     }
 
@@ -1015,6 +1047,40 @@ mod tests {
         assert_eq!(discovery_response(&cfg, &partial), None);
         assert_eq!(discovery_response(&cfg, &join_request(1)), None);
         assert_eq!(discovery_response(&cfg, b"junk"), None);
+    }
+
+    #[test]
+    fn a_silent_ap_is_given_up_after_the_dead_interval_and_a_refused_join_ends_at_once() {
+        let now = Instant::now();
+        let mut s = AcSession::new(config(1024));
+        s.handle_datagram(now, &join_request(1));
+        drain(&mut s);
+        events(&mut s);
+        assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(90)));
+        // Anything it sends keeps it alive.
+        let later = now + Duration::from_secs(60);
+        let echo = Message::new(MessageType::ECHO_REQUEST, 2, Vec::new())
+            .to_vec()
+            .unwrap_or_default();
+        s.handle_datagram(later, &echo);
+        s.handle_timeout(now + Duration::from_secs(90));
+        assert!(!s.is_gone());
+        s.handle_timeout(later + Duration::from_secs(90));
+        assert!(s.is_gone());
+        assert_eq!(events(&mut s), [AcEvent::Gone]);
+        assert_eq!(s.poll_timeout(), None);
+        // A Join Request without its mandatory elements: answered 20, and the session ends.
+        let mut s = AcSession::new(config(1024));
+        let bare = Message::new(MessageType::JOIN_REQUEST, 1, Vec::new())
+            .to_vec()
+            .unwrap_or_default();
+        s.handle_datagram(now, &bare);
+        let out = drain(&mut s);
+        let Some(Ok(m)) = out.first().map(|d| Message::decode(d)) else {
+            panic!("no answer")
+        };
+        assert_eq!(m.result_code(), Some(ResultCode::MISSING_MANDATORY_ELEMENT));
+        assert!(s.is_gone());
     }
 
     #[test]

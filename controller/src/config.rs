@@ -294,6 +294,16 @@ impl Config {
                 "image_download.version = {v:?} is not an AP version (like 17.9.4.27)"
             )));
         }
+        for (key, value) in [
+            ("retry_interval_s", p.retry_interval_s),
+            ("fetch_timeout_s", p.fetch_timeout_s),
+        ] {
+            if !(1..=86_400).contains(&value) {
+                return Err(bad(format!(
+                    "image_download.{key} = {value}: 1 to 86400 (a day)"
+                )));
+            }
+        }
         let only_for = |what: &str, set: bool, mode: &str| -> Result<(), ConfigError> {
             if set {
                 Err(bad(format!(
@@ -507,6 +517,18 @@ mod tests {
             (
                 "[image_download]\nmode = \"local\"\npath = \"\"\n",
                 "path is empty",
+            ),
+            (
+                "[image_download]\nmode = \"local\"\npath = \"x\"\nfetch_timeout_s = 9223372036854775807\n",
+                "fetch_timeout_s = 9223372036854775807: 1 to 86400",
+            ),
+            (
+                "[image_download]\nmode = \"local\"\npath = \"x\"\nretry_interval_s = 0\n",
+                "retry_interval_s = 0: 1 to 86400",
+            ),
+            (
+                "[image_download]\nmode = \"local\"\npath = \"x\"\nversion = \"17.x\"\n",
+                "is not an AP version",
             ),
         ];
         for (text, want) in cases {

@@ -23,6 +23,8 @@ use tokio::net::{UnixListener, UnixStream};
 const MAX_REQUEST: u64 = 256;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client waits for the answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest answer a client reads (a table of thousands of APs fits).
 const MAX_ANSWER: u64 = 64 << 20;
 
@@ -157,11 +159,21 @@ pub async fn ask(path: &Path, request: Request) -> Result<String, ControlError> 
         .await
         .map_err(io)?;
     let mut answer = String::new();
-    stream
-        .take(MAX_ANSWER)
-        .read_to_string(&mut answer)
-        .await
-        .map_err(io)?;
+    tokio::time::timeout(
+        ANSWER_TIMEOUT,
+        stream.take(MAX_ANSWER).read_to_string(&mut answer),
+    )
+    .await
+    .map_err(|_| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the controller did not answer within {} s",
+                ANSWER_TIMEOUT.as_secs()
+            ),
+        ))
+    })?
+    .map_err(io)?;
     match answer.strip_prefix("error: ") {
         Some(why) => Err(ControlError::Refused(why.trim_end().to_owned())),
         None => Ok(answer),

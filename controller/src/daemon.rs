@@ -19,7 +19,7 @@ use relay::FetchError;
 use relay::store::Store;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UdpSocket, UnixListener};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ac::AcConfig;
@@ -81,8 +81,10 @@ struct Shared {
     log: EventSink,
     status: Status,
     commands: mpsc::UnboundedSender<Command>,
-    /// The network's version now.
-    version: Mutex<ApVersion>,
+    /// The network's version now (none until the release has been read).
+    version: Mutex<Option<ApVersion>>,
+    /// A reload while the release cannot be read: read it again now.
+    reread: Notify,
 }
 
 /// The session settings a config asks for.
@@ -103,6 +105,7 @@ pub fn ac_config(config: &Config, version: ApVersion) -> AcConfig {
         },
         version: version.to_string(),
         download_at_join: true,
+        dead_interval: crate::ac::DEFAULT_DEAD_INTERVAL,
     }
 }
 
@@ -140,9 +143,28 @@ pub async fn run(
         log,
         status,
     } = opts;
-    // The release first: until it is known there is nothing to tell an AP. Joins wait
-    // (unanswered, so APs keep trying) and every retry interval logs why.
+    let (commands, orders) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        config: Mutex::new(config),
+        config_path,
+        store,
+        log: Arc::clone(&log),
+        status: Arc::clone(&status),
+        commands,
+        version: Mutex::new(None),
+        reread: Notify::new(),
+    });
+    let stop = shutdown.child_token();
+    // The control socket answers from the start: `show` and `reload` work while the release
+    // cannot be read yet (a wrong path is fixed with `reload`, no restart).
+    if let Some(listener) = control {
+        tokio::spawn(control_loop(listener, Arc::clone(&shared), stop.clone()));
+    }
+    // The release before CAPWAP: until it is known there is nothing to tell an AP. Joins
+    // wait (unanswered, so APs keep trying); every retry interval, or at a reload, the
+    // folder is read again and what failed is logged.
     let release = loop {
+        let config = shared.config();
         match read_configured_release(&config).await {
             Ok(r) => break r,
             Err(error) => {
@@ -154,12 +176,17 @@ pub async fn run(
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(config.retry_interval()) => {}
+                    () = shared.reread.notified() => {}
                 }
             }
         }
     };
-    let (commands, orders) = mpsc::unbounded_channel();
-    let images = new_images(&config, &store, release.clone(), &log);
+    let config = shared.config();
+    *shared
+        .version
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(release.version);
+    let images = new_images(&config, &shared.store, release.clone(), &log);
     let controller = Controller {
         ac: ac_config(&config, release.version),
         admission: admission(&config),
@@ -170,19 +197,6 @@ pub async fn run(
         images,
         log: Arc::clone(&log),
     };
-    let shared = Arc::new(Shared {
-        config: Mutex::new(config.clone()),
-        config_path,
-        store,
-        log,
-        status: Arc::clone(&status),
-        commands,
-        version: Mutex::new(release.version),
-    });
-    let stop = shutdown.child_token();
-    if let Some(listener) = control {
-        tokio::spawn(control_loop(listener, Arc::clone(&shared), stop.clone()));
-    }
     // Keep the watcher alive as long as the server runs.
     let _watcher = if config.profile.mode == Mode::Local {
         Some(watch(&config, Arc::clone(&shared), stop.clone())?)
@@ -231,10 +245,10 @@ impl Shared {
     fn adopt(&self, config: &Config, release: Release, force: bool) -> bool {
         {
             let mut current = self.version.lock().unwrap_or_else(PoisonError::into_inner);
-            if *current == release.version && !force {
+            if *current == Some(release.version) && !force {
                 return false;
             }
-            *current = release.version;
+            *current = Some(release.version);
         }
         (self.log)(Event::NewRelease {
             folder: config.folder.clone(),
@@ -255,6 +269,29 @@ impl Shared {
         };
         let new = Config::load(path).map_err(|e| e.to_string())?;
         let old = self.config();
+        let started = self
+            .version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if !started {
+            // No release yet, so no running profile to keep: take the new one and read it.
+            let outcome = read_configured_release(&new).await;
+            let folder = new.folder.clone();
+            *self.config.lock().unwrap_or_else(PoisonError::into_inner) = new;
+            self.reread.notify_one();
+            return Ok(match outcome {
+                Ok(r) => format!(
+                    "reloaded {}: AP version {} from {folder}\n",
+                    path.display(),
+                    r.version
+                ),
+                Err(e) => format!(
+                    "reloaded {}: still no release: {e} (tried again every retry interval)\n",
+                    path.display()
+                ),
+            });
+        }
         let mut note = String::new();
         if new.capwap != old.capwap {
             note = " ([capwap] changes take effect at the next start)".into();
@@ -295,6 +332,12 @@ impl Shared {
                 }
             }
             Request::Predownload | Request::Activate => {
+                let Some(version) = *self.version.lock().unwrap_or_else(PoisonError::into_inner)
+                else {
+                    return Err(
+                        "no release yet: version.info could not be read (see the log)".into(),
+                    );
+                };
                 let (tx, rx) = oneshot::channel();
                 let cmd = if request == Request::Predownload {
                     Command::Predownload(Some(tx))
@@ -307,7 +350,6 @@ impl Shared {
                 let n = rx
                     .await
                     .map_err(|_| "the controller is stopping".to_owned())?;
-                let version = *self.version.lock().unwrap_or_else(PoisonError::into_inner);
                 Ok(if request == Request::Predownload {
                     format!("predownload of {version} started on {n} APs\n")
                 } else {

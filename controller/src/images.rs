@@ -21,6 +21,9 @@ use relay::{ErrorKind, Expected, FetchError, FetchOptions, Source};
 
 use crate::events::Event;
 
+/// Most image families one release serves (the source document's bundle has 7).
+pub const MAX_FAMILIES: usize = 64;
+
 /// Where events go (the controller's log).
 pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
@@ -139,13 +142,18 @@ impl Images {
 
     /// `family`'s image: fetched (once) and loaded, or the reason it is not available.
     pub async fn get(&self, family: &str) -> Result<Arc<Image>, FetchError> {
-        let slot = Arc::clone(
-            self.slots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(family.to_owned())
-                .or_default(),
-        );
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            // Names come from APs: a bounded number of them is remembered.
+            if slots.len() >= MAX_FAMILIES && !slots.contains_key(family) {
+                return Err(FetchError::new(
+                    self.folder.join(family),
+                    ErrorKind::NotFound,
+                    format!("more than {MAX_FAMILIES} image families asked for"),
+                ));
+            }
+            Arc::clone(slots.entry(family.to_owned()).or_default())
+        };
         let mut loaded = slot.lock().await;
         match &*loaded {
             Some(Loaded::Ready(img)) => return Ok(Arc::clone(img)),

@@ -12,8 +12,10 @@
 //! Retries: at join, the AP itself comes back after its retry interval (RFC 5415's
 //! SilentInterval) and asks again; [`Images`] refetches a failed family only once the retry
 //! interval has passed, so the row's Next Retry Time is when the next fetch may happen. A
-//! failed predownload is asked again by the controller after the retry interval, at most
-//! `retry.count` times.
+//! failed predownload is asked again by the controller after the retry interval. Either way,
+//! past `retry.count` retries the AP is left failed until the release changes (a reload or a
+//! newly staged version starts the count over). The family an AP names is checked to be an
+//! image family name before anything is fetched.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -96,6 +98,9 @@ pub enum Command {
     },
 }
 
+/// Most AP sessions at once; Join Requests beyond are not answered (the APs try again).
+pub const MAX_SESSIONS: usize = 65_536;
+
 /// Datagrams read per wake-up beyond the first, before timers and commands get a turn.
 const DRAIN: usize = 64;
 
@@ -128,6 +133,8 @@ struct Shell {
     started: HashMap<SocketAddr, Instant>,
     /// The last fetch for the AP found no such file.
     missing: HashSet<SocketAddr>,
+    /// When each AP's next failure at join counts as a retry again, by AP name.
+    retry_at: HashMap<String, Instant>,
     /// Fragmented messages being put together, by sender.
     reassembler: Reassembler<SocketAddr>,
     status: Status,
@@ -156,6 +163,7 @@ pub async fn serve(
         owner: HashMap::new(),
         started: HashMap::new(),
         missing: HashSet::new(),
+        retry_at: HashMap::new(),
         reassembler: Reassembler::new(ReassemblyLimits {
             max_message_len: usize::from(u16::MAX) + 16,
             max_partial: 256,
@@ -385,6 +393,11 @@ impl Gate {
         admitted
     }
 
+    /// Whether `peer` waits for its turn.
+    fn is_waiting(&self, peer: SocketAddr) -> bool {
+        self.waiting.iter().any(|(p, _)| *p == peer)
+    }
+
     /// `peer` is gone: out of the queue too.
     fn remove(&mut self, peer: SocketAddr) -> Vec<(SocketAddr, String)> {
         self.waiting.retain(|(p, _)| *p != peer);
@@ -411,11 +424,16 @@ impl Shell {
         // Only a Join Request opens a session: a Discovery Request is answered without one,
         // and anything else from a stranger (garbage, a late response from a forgotten AP)
         // costs no memory.
-        if !self.sessions.contains_key(&peer) && !opens_session(datagram) {
-            if let Some(reply) = discovery_response(&self.c.ac, datagram) {
-                let _ = self.socket.send_to(&reply, peer).await;
+        if !self.sessions.contains_key(&peer) {
+            if !opens_session(datagram) {
+                if let Some(reply) = discovery_response(&self.c.ac, datagram) {
+                    let _ = self.socket.send_to(&reply, peer).await;
+                }
+                return;
             }
-            return;
+            if self.sessions.len() >= MAX_SESSIONS {
+                return;
+            }
         }
         let now = Instant::now();
         let s = self
@@ -537,14 +555,16 @@ impl Shell {
                 }
                 {
                     let mut rows = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+                    // A new release (or profile) starts the retries over.
                     for r in rows.values_mut() {
                         if r.predownload_version.as_deref() != Some(version.as_str()) {
                             r.predownload = PredownloadState::None;
                             r.predownload_version = None;
-                            r.retry_count = 0;
-                            r.next_retry = None;
                         }
+                        r.retry_count = 0;
+                        r.next_retry = None;
                     }
+                    self.retry_at.clear();
                 }
                 if predownload {
                     self.predownload_all(now).await;
@@ -594,14 +614,20 @@ impl Shell {
 
     /// Handles a session's events, sends its datagrams and re-arms its timer.
     async fn process(&mut self, peer: SocketAddr) {
-        let mut events = Vec::new();
-        if let Some(s) = self.sessions.get_mut(&peer) {
-            while let Some(e) = s.poll_event() {
-                events.push(e);
+        // Handling an event may make more (a refused image request ends its transfer).
+        loop {
+            let mut events = Vec::new();
+            if let Some(s) = self.sessions.get_mut(&peer) {
+                while let Some(e) = s.poll_event() {
+                    events.push(e);
+                }
             }
-        }
-        for e in events {
-            self.on_event(peer, e);
+            if events.is_empty() {
+                break;
+            }
+            for e in events {
+                self.on_event(peer, e);
+            }
         }
         let Some(s) = self.sessions.get_mut(&peer) else {
             return;
@@ -687,6 +713,28 @@ impl Shell {
                 family,
                 predownload,
             } => {
+                let retry = self.c.retry;
+                let refusal = if !bundle_tool::models::is_image_family_name(&family) {
+                    // The name is the AP's: it never reaches a path unchecked.
+                    Some(format!("{family:?} is not an AP image family"))
+                } else if !predownload
+                    && self
+                        .row(peer, |r| r.retry_count > retry.count)
+                        .unwrap_or(false)
+                {
+                    Some(format!(
+                        "gave up after {} retries (reload the profile to start over)",
+                        retry.count
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = refusal {
+                    if let Some(s) = self.sessions.get_mut(&peer) {
+                        s.image_ready(now, Err(why));
+                    }
+                    return;
+                }
                 let version = self.version().to_owned();
                 self.row(peer, |r| {
                     r.family.clone_from(&family);
@@ -732,38 +780,54 @@ impl Shell {
             }
             AcEvent::TransferFailed { .. } => {
                 self.started.remove(&peer);
+                if self.gate.is_waiting(peer) {
+                    // It rejoined while waiting for its turn: not a failure, and it keeps
+                    // its place in the queue.
+                    return;
+                }
                 let missing = self.missing.contains(&peer);
                 let retry = self.c.retry;
                 let next = now + retry.interval;
-                let again = self
-                    .row(peer, |r| {
-                        let predownloading = matches!(
-                            r.predownload,
-                            PredownloadState::Initiated | PredownloadState::Predownloading
-                        );
-                        let (download, predownload) = if missing {
-                            (DownloadState::NotSupported, PredownloadState::NotSupported)
-                        } else {
-                            (DownloadState::Failed, PredownloadState::Failed)
-                        };
-                        if predownloading {
-                            r.predownload = predownload;
-                        } else {
-                            r.download = download;
-                        }
-                        r.percent = None;
-                        r.eta_s = None;
-                        let again = !predownloading || r.retry_count < retry.count;
-                        if again {
-                            r.retry_count += 1;
-                            r.next_retry = Some(clock(next));
-                        } else {
-                            r.next_retry = None;
-                        }
-                        predownloading && again
-                    })
-                    .unwrap_or(false);
-                if again {
+                // At join the AP comes back by itself, often sooner than the retry
+                // interval; only the first failure in each interval counts as a retry.
+                let due = self
+                    .owned_name(peer)
+                    .and_then(|n| self.retry_at.get(n))
+                    .is_none_or(|t| now >= *t);
+                let outcome = self.row(peer, |r| {
+                    let predownloading = matches!(
+                        r.predownload,
+                        PredownloadState::Initiated | PredownloadState::Predownloading
+                    );
+                    let (download, predownload) = if missing {
+                        (DownloadState::NotSupported, PredownloadState::NotSupported)
+                    } else {
+                        (DownloadState::Failed, PredownloadState::Failed)
+                    };
+                    if predownloading {
+                        r.predownload = predownload;
+                    } else {
+                        r.download = download;
+                    }
+                    r.percent = None;
+                    r.eta_s = None;
+                    let counted = (predownloading || due) && r.retry_count <= retry.count;
+                    if counted {
+                        r.retry_count += 1;
+                    }
+                    // Past `retry_count` retries the AP is left failed until the release
+                    // changes (`reload`, a newly staged version).
+                    let again = r.retry_count <= retry.count;
+                    if counted {
+                        r.next_retry = again.then(|| clock(next));
+                    }
+                    (predownloading && again, counted)
+                });
+                let (repredownload, counted) = outcome.unwrap_or((false, false));
+                if counted && let Some(name) = self.owned_name(peer).map(str::to_owned) {
+                    self.retry_at.insert(name, next);
+                }
+                if repredownload {
                     self.retries.push(Reverse((next, peer)));
                 }
                 if let Some(ap) = self.ap_ref(peer) {

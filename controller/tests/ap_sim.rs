@@ -115,6 +115,7 @@ impl Lab {
                     retransmit: retransmit(),
                     version: TARGET.into(),
                     download_at_join: true,
+                    dead_interval: Duration::from_secs(90),
                 },
                 admission: Admission::Parallel(16),
                 retry: RetryPolicy {

@@ -83,6 +83,7 @@ async fn aps_of_three_families_get_their_images_each_fetched_once() {
                 retransmit: retransmit(),
                 version: TARGET.into(),
                 download_at_join: true,
+                dead_interval: Duration::from_secs(90),
             },
             admission: Admission::Sets(4),
             retry: RetryPolicy {

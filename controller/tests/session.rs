@@ -29,6 +29,7 @@ fn ac(block_size: u16, download_at_join: bool) -> AcSession {
         retransmit: retransmit(),
         version: TARGET.into(),
         download_at_join,
+        dead_interval: Duration::from_secs(90),
     })
 }
 

@@ -309,6 +309,52 @@ async fn a_wrong_path_fails_with_the_documents_lines_then_succeeds_once_fixed() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_path_without_a_known_version_waits_answering_and_a_reload_fixes_it() {
+    let srv = tempfile::tempdir().expect("tempdir");
+    stage_release(srv.path(), LAB_FOLDER, version(LAB_VERSION), SCALE, false).expect("stage");
+    let server = ImageServer::tftp(srv.path(), 0).expect("tftpd");
+    let port = server.addr.port();
+    // No `version`: the controller must read version.info, and the path is wrong.
+    let extra = "retry_interval_s = 1\nfetch_timeout_s = 5\n";
+    let running = Running::start(&(server.profile("Wrong-Path") + extra)).await;
+    let url = format!("tftp://127.0.0.1:{port}/Wrong-Path/version.info");
+    running
+        .wait_line("about version.info", |l| {
+            l == format!(
+                "%INSTALL-3-OPERATION_ERROR_MESSAGE: Chassis 1 R0/0: install_engine: Failed to install_add package {url}, Error: Failed to download file {url}: No such file or directory"
+            )
+        })
+        .await;
+    // It answers meanwhile: an empty table, a clear refusal of predownload.
+    let shown = running.ask(Request::ShowApImage { json: false }).await;
+    assert!(shown.contains("Total number of APs : 0"), "{shown}");
+    let refused = control::ask(&running.socket, Request::Predownload).await;
+    let Err(control::ControlError::Refused(why)) = refused else {
+        panic!("predownload before a release: {refused:?}")
+    };
+    assert!(why.contains("no release yet"), "{why}");
+    // APs waiting to join; then the fix and a reload.
+    let fleet = start_fleet(fleet_config(&running, 2, &["C9117AXI-B"]));
+    write_config(&running.config_path, &(server.profile(LAB_FOLDER) + extra));
+    let answer = running.ask(Request::Reload).await;
+    assert_eq!(
+        answer,
+        format!(
+            "reloaded {}: AP version {LAB_VERSION} from tftp://127.0.0.1:{port}/{LAB_FOLDER}\n",
+            running.config_path.display()
+        )
+    );
+    let (report, ap_lines) = fleet_report(fleet).await;
+    assert!(report.all_verified, "{report:#?}\n{}", ap_lines.join("\n"));
+    let lines = running.stop().await;
+    assert_eq!(
+        count(&lines, |l| l.ends_with("AP Image Download Success")),
+        2,
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_down_times_out_then_the_retry_succeeds_once_it_is_up() {
     let srv = tempfile::tempdir().expect("tempdir");
     stage_release(srv.path(), LAB_FOLDER, version(LAB_VERSION), SCALE, false).expect("stage");
