@@ -94,6 +94,14 @@ pub struct CapwapSection {
     /// Retransmissions before the AP is considered gone (RFC 5415 MaxRetransmit, 5).
     #[serde(default = "default_max_retransmit")]
     pub max_retransmit: u32,
+    /// Longest wait between retransmissions as they double, in seconds (default 15: half
+    /// the EchoInterval).
+    #[serde(default = "default_retransmit_max")]
+    pub retransmit_max_s: f64,
+    /// The IPv4 address APs reach the controller at, sent as CAPWAP Control IPv4 Address
+    /// (default: the listen address, or with `0.0.0.0` this host's first non-loopback IPv4).
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
     /// Name in the AC Name element and the syslog lines.
     #[serde(default = "default_ac_name")]
     pub ac_name: String,
@@ -106,6 +114,8 @@ impl Default for CapwapSection {
             block_size: default_block_size(),
             retransmit_interval_s: default_retransmit(),
             max_retransmit: default_max_retransmit(),
+            retransmit_max_s: default_retransmit_max(),
+            address: None,
             ac_name: default_ac_name(),
         }
     }
@@ -119,6 +129,9 @@ fn default_block_size() -> u16 {
 }
 fn default_retransmit() -> f64 {
     3.0
+}
+fn default_retransmit_max() -> f64 {
+    15.0
 }
 fn default_max_retransmit() -> u32 {
     5
@@ -273,6 +286,11 @@ impl Config {
         if !(c.retransmit_interval_s > 0.0 && c.retransmit_interval_s <= 60.0) {
             return Err(bad(
                 "capwap.retransmit_interval_s: more than 0, at most 60".into()
+            ));
+        }
+        if !(c.retransmit_max_s >= c.retransmit_interval_s && c.retransmit_max_s <= 600.0) {
+            return Err(bad(
+                "capwap.retransmit_max_s: at least retransmit_interval_s, at most 600".into(),
             ));
         }
         if c.max_retransmit == 0 || c.max_retransmit > 20 {

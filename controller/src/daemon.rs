@@ -90,9 +90,10 @@ struct Shared {
 /// The session settings a config asks for.
 pub fn ac_config(config: &Config, version: ApVersion) -> AcConfig {
     let c = &config.capwap;
-    let control_ipv4 = match c.listen.ip() {
-        IpAddr::V4(v4) if !v4.is_unspecified() => v4,
-        _ => Ipv4Addr::LOCALHOST,
+    let control_ipv4 = match (c.address, c.listen.ip()) {
+        (Some(a), _) => a,
+        (None, IpAddr::V4(v4)) if !v4.is_unspecified() => v4,
+        (None, _) => host_ipv4().unwrap_or(Ipv4Addr::LOCALHOST),
     };
     AcConfig {
         ac_name: c.ac_name.clone(),
@@ -101,12 +102,24 @@ pub fn ac_config(config: &Config, version: ApVersion) -> AcConfig {
         retransmit: RetransmitConfig {
             interval: Duration::from_secs_f64(c.retransmit_interval_s),
             max_retransmit: c.max_retransmit,
-            max_interval: None,
+            max_interval: Some(Duration::from_secs_f64(c.retransmit_max_s)),
         },
         version: version.to_string(),
         download_at_join: true,
         dead_interval: crate::ac::DEFAULT_DEAD_INTERVAL,
     }
+}
+
+/// This host's first IPv4 address that is up and not loopback (what a controller listening
+/// on every address tells its APs when no `address` is configured).
+fn host_ipv4() -> Option<Ipv4Addr> {
+    use nix::net::if_::InterfaceFlags;
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        let up = ifa.flags.contains(InterfaceFlags::IFF_UP)
+            && !ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK);
+        let v4 = ifa.address?.as_sockaddr_in()?.ip();
+        (up && !v4.is_loopback()).then_some(v4)
+    })
 }
 
 /// Reads the release `config` points at, once: `version.info` (and `manifest.json`), or the
@@ -442,4 +455,35 @@ fn watch(
         }
     });
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(capwap: &str) -> Config {
+        let text =
+            format!("[capwap]\n{capwap}\n[image_download]\nmode = \"local\"\npath = \"x\"\n");
+        match Config::parse(&text, Path::new("/etc/airlift/controller.toml")) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn the_advertised_address_is_the_configured_one_or_the_listen_one_or_this_hosts() {
+        let v = ApVersion([17, 9, 4, 27]);
+        let ac = ac_config(&config("listen = \"127.0.0.2:5246\""), v);
+        assert_eq!(ac.control_ipv4, Ipv4Addr::new(127, 0, 0, 2));
+        let ac = ac_config(
+            &config("listen = \"0.0.0.0:5246\"\naddress = \"192.0.2.10\""),
+            v,
+        );
+        assert_eq!(ac.control_ipv4, Ipv4Addr::new(192, 0, 2, 10));
+        // Listening everywhere: never 0.0.0.0, which no AP can reach.
+        let ac = ac_config(&config("listen = \"0.0.0.0:5246\""), v);
+        assert!(!ac.control_ipv4.is_unspecified());
+        assert_eq!(ac.version, "17.9.4.27");
+        assert_eq!(ac.retransmit.max_interval, Some(Duration::from_secs(15)));
+    }
 }

@@ -64,6 +64,8 @@ pub struct LabOptions {
     pub block_size: u16,
     /// Progress bars on the terminal.
     pub live: bool,
+    /// Give up (exit non-zero, with the report) after this long.
+    pub timeout: Duration,
 }
 
 /// Why the lab could not run.
@@ -274,9 +276,19 @@ pub async fn run(opts: LabOptions, stop: CancellationToken) -> Result<LabReport,
         .collect();
     let counters = multi.add(ProgressBar::new_spinner());
     let mut fleet = fleet;
+    // Past the deadline the APs are stopped and the report says who did not make it.
+    let deadline = tokio::time::sleep(opts.timeout);
+    tokio::pin!(deadline);
     let fleet_report = loop {
         tokio::select! {
             done = &mut fleet => break done,
+            () = &mut deadline, if !halt.is_cancelled() => {
+                say(&format!(
+                    "lab: not every AP verified within {} s; stopping",
+                    opts.timeout.as_secs()
+                ));
+                halt.cancel();
+            }
             () = tokio::time::sleep(Duration::from_millis(150)) => {
                 draw(&bars, &counters, &status, LAB_VERSION);
             }

@@ -85,8 +85,8 @@ enum Cmd {
         /// How the controller reaches the image server.
         #[arg(long, value_enum, default_value_t = ModeArg::Tftp)]
         mode: ModeArg,
-        /// Datagram loss on the CAPWAP link, each direction (0 to 0.5).
-        #[arg(long, default_value_t = 0.02, value_parser = in_range(0.0..=0.5f64, "a loss from 0 to 0.5"))]
+        /// Datagram loss on the CAPWAP link, each direction (0 to 0.1).
+        #[arg(long, default_value_t = 0.02, value_parser = in_range(0.0..=0.1f64, "a loss from 0 to 0.1"))]
         loss: f64,
         /// Image size against the real bundle's (1.0: about 440 MB of AP images).
         #[arg(long, default_value_t = 0.02, value_parser = in_range(0.0001..=1.0f64, "a scale from 0.0001 to 1"))]
@@ -100,6 +100,9 @@ enum Cmd {
         /// No live progress, only the lines and the summary.
         #[arg(long)]
         quiet: bool,
+        /// Stop and exit 1 if not every AP verified within this many seconds.
+        #[arg(long, default_value_t = 300, value_parser = in_range(1..=86_400u64, "1 to 86400 seconds"))]
+        timeout: u64,
     },
 }
 
@@ -303,6 +306,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             capwap_port,
             block_size,
             quiet,
+            timeout,
         } => {
             let stop = CancellationToken::new();
             signals(stop.clone(), || {})?;
@@ -318,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     capwap_port,
                     block_size,
                     live: !quiet,
+                    timeout: std::time::Duration::from_secs(timeout),
                 },
                 stop.clone(),
             )

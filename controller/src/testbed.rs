@@ -227,7 +227,7 @@ pub fn lab_config(
 ) -> String {
     format!(
         "[capwap]\nlisten = \"{capwap}\"\nblock_size = {block_size}\nretransmit_interval_s = 0.05\n\
-         max_retransmit = 10\nac_name = \"airlift-lab\"\n\n[image_download]\n{}\
+         retransmit_max_s = 0.8\nmax_retransmit = 10\nac_name = \"airlift-lab\"\n\n[image_download]\n{}\
          parallel = true\nmax_concurrent = 100\nretry_interval_s = 2\nretry_count = 3\n",
         server.profile(folder)
     )

@@ -471,6 +471,35 @@ fn lab_over_sftp_exits_0_with_the_summary() {
     lab("sftp");
 }
 
+/// A lab that cannot finish in time stops by itself: exit 1, the report of who did not.
+#[test]
+fn a_lab_past_its_timeout_stops_and_exits_1() {
+    let done = controller(&[
+        "lab",
+        "--quiet",
+        "--capwap-port",
+        "0",
+        "--aps",
+        "500",
+        "--scale",
+        "0.05",
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(done.status.code(), Some(1), "{}", done.describe());
+    assert!(
+        done.stdout
+            .contains("lab: not every AP verified within 1 s; stopping"),
+        "{}",
+        done.describe()
+    );
+    assert!(
+        done.stdout.contains("of 500 APs verified"),
+        "{}",
+        done.describe()
+    );
+}
+
 /// Out-of-range lab flags are refused up front, naming the flag; a CAPWAP port in use
 /// says how to pick another.
 #[test]
@@ -483,7 +512,7 @@ fn lab_usage_errors_exit_non_zero_with_a_clear_message() {
         ),
         (
             &["--loss", "0.9"],
-            "invalid value '0.9' for '--loss <LOSS>': a loss from 0 to 0.5",
+            "invalid value '0.9' for '--loss <LOSS>': a loss from 0 to 0.1",
         ),
         (
             &["--scale", "0"],

@@ -561,6 +561,7 @@ async fn lab_with_loss(mode: LabMode) {
             capwap_port: 0,
             block_size: 1377,
             live: false,
+            timeout: DEADLINE,
         },
         CancellationToken::new(),
     )
