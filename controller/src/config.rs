@@ -562,6 +562,25 @@ mod tests {
     }
 
     #[test]
+    fn a_password_file_next_to_the_config_gives_its_first_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("sftp-password"), "s3cret\nignored\n").expect("write");
+        let text = "[image_download]\nmode = \"sftp\"\nserver = \"172.16.5.62\"\npath = \"/i\"\n\
+                    username = \"calo\"\npassword_file = \"sftp-password\"\n\
+                    host_key_fingerprint = \"SHA256:abc\"\n";
+        let c = Config::parse(text, &dir.path().join("controller.toml")).expect("config");
+        let Some(sftp) = &c.fetch.sftp else {
+            panic!("no sftp options")
+        };
+        assert_eq!(sftp.credential, Credential::Password("s3cret".into()));
+        // A missing file names itself.
+        let Err(e) = Config::parse(text, &dir.path().join("sub/controller.toml")) else {
+            panic!("a missing password file was accepted")
+        };
+        assert!(e.to_string().contains("password_file"), "{e}");
+    }
+
+    #[test]
     fn local_paths_are_relative_to_the_config_file() {
         let Ok(c) = parse("[image_download]\nmode = \"local\"\npath = \"images/EWC\"\n") else {
             panic!("local refused")

@@ -515,6 +515,128 @@ async fn predownload_on_request_then_activate() {
     predownload_then_activate(false).await;
 }
 
+/// A predownload whose image is broken on the server fails ("Failed to Predownload"), one
+/// whose family is missing is "Not Supported"; each is asked again once (`retry_count = 1`)
+/// and then left, while the other AP completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_predownloads_are_retried_retry_count_times_then_left() {
+    let srv = tempfile::tempdir().expect("tempdir");
+    stage_release(srv.path(), "17_9_4a", version(LAB_VERSION), SCALE, true).expect("stage");
+    let current = srv.path().join("current");
+    let profile = format!(
+        "mode = \"local\"\npath = {:?}\npredownload = \"auto\"\nretry_interval_s = 1\nretry_count = 1\n",
+        current.to_string_lossy()
+    );
+    let running = Running::start(&profile).await;
+    let mut cfg = fleet_config(
+        &running,
+        3,
+        &["C9105AXI-E", "C9120AXI-B", "AIR-AP2802I-B-K9"],
+    );
+    cfg.primary = LAB_VERSION.into();
+    cfg.until = Until::Forever;
+    let fleet = start_fleet(cfg);
+    running
+        .wait_rows("joined", 3, |r| r.primary == LAB_VERSION)
+        .await;
+    // The next release, with ap1g8 damaged after staging and ap3g3 missing.
+    let root = srv.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        stage_release(&root, "17_9_5", version(NEXT_VERSION), SCALE, false)
+    })
+    .await
+    .expect("join")
+    .expect("stage");
+    let next = srv.path().join("17_9_5");
+    let ap1g8 = next.join("ap1g8");
+    let mut bytes = std::fs::read(&ap1g8).expect("read");
+    bytes[600] ^= 0xff;
+    std::fs::write(&ap1g8, bytes).expect("damage");
+    std::fs::remove_file(next.join("ap3g3")).expect("remove");
+    // Point `current` at it, as `bundle-tool stage --current` does: a new link renamed over.
+    let link = srv.path().join(".current.new");
+    std::os::unix::fs::symlink("17_9_5", &link).expect("symlink");
+    std::fs::rename(&link, &current).expect("rename");
+    running
+        .wait_rows("left after one retry", 3, |r| match r.family.as_str() {
+            "ap1g7" => r.predownload == PredownloadState::Complete,
+            "ap1g8" => {
+                r.predownload == PredownloadState::Failed
+                    && r.retry_count == 2
+                    && r.next_retry.is_none()
+            }
+            "ap3g3" => {
+                r.predownload == PredownloadState::NotSupported
+                    && r.retry_count == 2
+                    && r.next_retry.is_none()
+            }
+            _ => false,
+        })
+        .await;
+    let shown = running.ask(Request::ShowApImage { json: false }).await;
+    for line in [
+        "        Completed predownloading      : 1",
+        "        Not Supported                 : 1",
+        "        Failed to Predownload         : 1",
+        "        Predownload in progress       : No",
+    ] {
+        assert!(shown.contains(line), "no {line:?} in\n{shown}");
+    }
+    let (task, stop, _) = fleet;
+    stop.cancel();
+    task.await.expect("join").expect("fleet");
+    let lines = running.stop().await;
+    // Two fetches of each broken family (the first and the one retry), not more.
+    let failed = |family: &str| {
+        count(&lines, |l| {
+            l.starts_with("%INSTALL-3-OPERATION_ERROR_MESSAGE")
+                && l.contains(&format!("/{family},"))
+        })
+    };
+    assert_eq!(failed("ap1g8"), 2, "{lines:#?}");
+    assert_eq!(failed("ap3g3"), 2, "{lines:#?}");
+}
+
+/// While an image is on its way, `show ap image` says so: Downloading, the percent done and
+/// an ETA (here the AP stalls for a while half-way, so the state can be seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_ap_image_reports_a_download_in_progress() {
+    let srv = tempfile::tempdir().expect("tempdir");
+    stage_release(srv.path(), LAB_FOLDER, version(LAB_VERSION), SCALE, false).expect("stage");
+    let server = ImageServer::tftp(srv.path(), 0).expect("tftpd");
+    let running = Running::start(&server.profile(LAB_FOLDER)).await;
+    let mut cfg = fleet_config(&running, 1, &["C9105AXI-E"]);
+    cfg.faults.stall = Some(fleet::Stall {
+        after_bytes: 15_000,
+        duration: Duration::from_secs(3),
+    });
+    let fleet = start_fleet(cfg);
+    running
+        .wait_rows("downloading", 1, |r| {
+            r.download == DownloadState::Downloading
+                && r.percent.is_some_and(|p| p > 0 && p < 100)
+                && r.eta_s.is_some()
+        })
+        .await;
+    let shown = running.ask(Request::ShowApImage { json: false }).await;
+    assert!(
+        shown.contains("        Downloading                   : 1"),
+        "{shown}"
+    );
+    let row = shown
+        .lines()
+        .find(|l| l.starts_with("AP-0001 "))
+        .unwrap_or_else(|| panic!("no row: {shown}"));
+    // The ETA / % cell: "<seconds> s / <percent>%".
+    assert!(
+        row.contains(" s / ") && row.ends_with('%'),
+        "ETA and percent: {row}"
+    );
+    let (report, ap_lines) = fleet_report(fleet).await;
+    assert!(report.all_verified, "{}", ap_lines.join("\n"));
+    running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_aps_of_seven_families_cause_exactly_seven_fetches() {
     let srv = tempfile::tempdir().expect("tempdir");

@@ -371,9 +371,10 @@ impl<'a> Message<'a> {
         })
     }
 
-    /// Types of the elements this codec does not model ([`Element::Unknown`]); a request
-    /// carrying one the receiver does not recognise is answered with Result Code 21 when its
-    /// response carries elements (§4.5.1.5).
+    /// Types of the elements this codec does not model ([`Element::Unknown`]). RFC 5415
+    /// allows answering a request that carries an unrecognised element with Result Code 21;
+    /// the controller and the AP simulator ignore such elements instead (Discovery Type, for
+    /// one, is read only as present).
     pub fn unknown_elements(&self) -> impl Iterator<Item = ElementType> + '_ {
         self.elements.iter().filter_map(|e| match e {
             Element::Unknown { kind, .. } => Some(*kind),
