@@ -172,6 +172,8 @@ pub struct AcSession {
     gone: bool,
     /// When the AP last sent something.
     last_heard: Option<Instant>,
+    /// The Session ID of the AP's current join.
+    session_id: Option<[u8; 16]>,
     /// Retransmissions during the current transfer.
     retransmissions: u64,
     /// Datagrams that failed to decode or were unexpected.
@@ -194,6 +196,7 @@ impl AcSession {
             buf: Vec::with_capacity(2048),
             gone: false,
             last_heard: None,
+            session_id: None,
             retransmissions: 0,
             ignored: 0,
         }
@@ -307,6 +310,20 @@ impl AcSession {
             self.ignored += 1;
             return;
         };
+        // A Join Request with a new Session ID starts a new session: an AP that rebooted on
+        // the same address may start its sequence numbers over, and its Join must not be
+        // taken for a duplicate of an old request. (A retransmitted or late copy of the
+        // current Join carries the current Session ID and is handled as before.)
+        if kind == MessageType::JOIN_REQUEST {
+            let id = msg.elements.iter().find_map(|e| match e {
+                Element::SessionId(id) => Some(*id),
+                _ => None,
+            });
+            if id.is_some() && id != self.session_id {
+                self.responder = Responder::new();
+                self.session_id = id;
+            }
+        }
         match self.responder.handle_request(seq) {
             RequestDisposition::New => self.on_request(now, &msg),
             RequestDisposition::Duplicate
@@ -755,6 +772,10 @@ mod tests {
     }
 
     fn join_request_on(seq: u8, primary: &str) -> Vec<u8> {
+        join_request_in(seq, primary, [7; 16])
+    }
+
+    fn join_request_in(seq: u8, primary: &str, session: [u8; 16]) -> Vec<u8> {
         let enc = [EncryptionCapability {
             wbid: 1,
             capabilities: 0,
@@ -787,7 +808,7 @@ mod tests {
                     other_software_version: Some(cisco(b"8.10.130.0")),
                 }),
                 Element::WtpName(b"AP-0001"),
-                Element::SessionId([7; 16]),
+                Element::SessionId(session),
                 Element::WtpFrameTunnelMode(FrameTunnelMode(FrameTunnelMode::LOCAL_BRIDGING)),
                 Element::WtpMacType(MacType::Local),
                 Element::WtpRadioInformation(RadioInformation {
@@ -1081,6 +1102,38 @@ mod tests {
         };
         assert_eq!(m.result_code(), Some(ResultCode::MISSING_MANDATORY_ELEMENT));
         assert!(s.is_gone());
+    }
+
+    #[test]
+    fn an_ap_that_rebooted_on_the_same_address_is_heard_despite_its_sequence_numbers() {
+        let now = Instant::now();
+        let mut s = AcSession::new(config(1024));
+        s.handle_datagram(now, &join_request(5));
+        s.handle_datagram(now, &image_request(6, "ap1g8"));
+        drain(&mut s);
+        events(&mut s);
+        // A late copy of the current Join (its Session ID) is a duplicate: no second join.
+        s.handle_datagram(now, &join_request(5));
+        assert!(
+            !events(&mut s)
+                .iter()
+                .any(|e| matches!(e, AcEvent::Joined(_)))
+        );
+        // Rebooted: a new Session ID, and numbers that start over, even on one the old
+        // session used.
+        for (seq, id) in [(0, 1u8), (6, 2)] {
+            s.handle_datagram(now, &join_request_in(seq, "17.3.3.26", [id; 16]));
+            let out = drain(&mut s);
+            let Some(Ok(m)) = out.last().map(|d| Message::decode(d)) else {
+                panic!("no Join Response for seq {seq}")
+            };
+            assert_eq!((m.message_type, m.seq), (MessageType::JOIN_RESPONSE, seq));
+            assert!(
+                events(&mut s)
+                    .iter()
+                    .any(|e| matches!(e, AcEvent::Joined(_)))
+            );
+        }
     }
 
     #[test]
