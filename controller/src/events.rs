@@ -160,6 +160,22 @@ pub fn stamp(unix_ms: u64) -> String {
 
 /// Year, month (1–12) and day (1–31) of a day count since 1970-01-01 (proleptic Gregorian;
 /// H. Hinnant's `civil_from_days`).
+/// The timestamp prefix of an AP's console line, `[*07/12/2023 07:41:00.7960] ` (the source
+/// document's AP logs: month/day/year, tenths of milliseconds), for the UTC time `unix_us`
+/// microseconds after the epoch.
+pub fn ap_stamp(unix_us: u64) -> String {
+    let secs = unix_us / 1_000_000;
+    let (year, month, day) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
+    let s = secs % 86_400;
+    format!(
+        "[*{month:02}/{day:02}/{year:04} {:02}:{:02}:{:02}.{:04}] ",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        unix_us % 1_000_000 / 100
+    )
+}
+
 fn civil_from_days(days: i64) -> (i64, u8, u8) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -179,6 +195,17 @@ fn civil_from_days(days: i64) -> (i64, u8, u8) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ap_lines_are_stamped_like_the_documents() {
+        // 2023-07-12 07:41:00.796 UTC, the document's "[*07/12/2023 07:41:00.7960]".
+        assert_eq!(
+            ap_stamp(1_689_147_660_796_000),
+            "[*07/12/2023 07:41:00.7960] "
+        );
+        assert_eq!(ap_stamp(0), "[*01/01/1970 00:00:00.0000] ");
+    }
+
     use super::*;
     use relay::ErrorKind;
 

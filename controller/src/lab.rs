@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::daemon::{self, Options};
-use crate::events::{Event, stamp};
+use crate::events::{Event, ap_stamp, stamp};
 use crate::fleet::{self, Faults, FleetConfig, FleetReport, FleetStatus, Until};
 use crate::images::EventSink;
 use crate::server::Status;
@@ -254,7 +254,10 @@ pub async fn run(opts: LabOptions, stop: CancellationToken) -> Result<LabReport,
         // One AP's lines show what every AP goes through.
         move |name: &str, line: &str| {
             if name == first {
-                ap_say(&format!("{name}: {line}"));
+                let us = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0));
+                ap_say(&format!("{name}: {}{line}", ap_stamp(us)));
             }
         },
         fleet_stop,

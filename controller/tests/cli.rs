@@ -599,9 +599,10 @@ fn serve_relays_images_to_ap_sim_and_shows_them() {
     )
     .finish(DEADLINE + Duration::from_secs(30));
     assert_eq!(aps.status.code(), Some(0), "{}", aps.describe());
+    // Stamped like the AP's console: `AP-0001: [*11/22/2026 08:41:00.7960] …`.
     assert!(
-        aps.stdout
-            .contains("AP-0001: Image transfer completed from WLC"),
+        aps.stdout.lines().any(|l| l.starts_with("AP-0001: [*")
+            && l.ends_with("] Image transfer completed from WLC, last 1")),
         "{}",
         aps.describe()
     );

@@ -210,11 +210,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         if quiet {
             return;
         }
+        // Stamped like the AP's console: `AP-0003: [*07/12/2023 07:41:00.7960] …`.
+        let us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0));
+        let stamp = controller::events::ap_stamp(us);
         // A closed stdout (`| head`) must not stop the simulation.
         let _ = if json {
-            writeln!(std::io::stderr().lock(), "{ap}: {line}")
+            writeln!(std::io::stderr().lock(), "{ap}: {stamp}{line}")
         } else {
-            writeln!(std::io::stdout().lock(), "{ap}: {line}")
+            writeln!(std::io::stdout().lock(), "{ap}: {stamp}{line}")
         };
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
