@@ -354,6 +354,59 @@ async fn a_wrong_path_without_a_known_version_waits_answering_and_a_reload_fixes
     );
 }
 
+/// What arrives from the network or the socket is checked: an AP naming a path instead of
+/// an image family is refused before anything is fetched, and garbage on the control socket
+/// gets an error, not a hang or a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_for_a_family_and_garbage_on_the_control_socket_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = tempfile::tempdir().expect("tempdir");
+    stage_release(srv.path(), LAB_FOLDER, version(LAB_VERSION), SCALE, false).expect("stage");
+    let folder = srv.path().join(LAB_FOLDER);
+    let profile = format!("mode = \"local\"\npath = {:?}\n", folder.to_string_lossy());
+    let running = Running::start(&profile).await;
+    let mut cfg = controller::wtp::WtpConfig::new("AP-EVIL", "C9105AXI-E", "../../../etc/passwd");
+    cfg.retransmit = lab_retransmit();
+    cfg.retry_interval = Duration::from_secs(60);
+    let ap = controller::wtp::Wtp::new(cfg, Instant::now()).expect("wtp");
+    let (_, ap_lines) = controller::server::run_ap(
+        ap,
+        running.capwap,
+        Instant::now() + DEADLINE,
+        |w: &controller::wtp::Wtp| w.state() == controller::wtp::CapwapState::Reset,
+    )
+    .await
+    .expect("ap");
+    assert!(
+        ap_lines
+            .iter()
+            .any(|l| l.contains("AC refused the request with result code: 16")),
+        "{ap_lines:#?}"
+    );
+    running
+        .wait_line("the failure", |l| l.ends_with("AP Image Download Failed"))
+        .await;
+    // Garbage, and a line that never ends, on the control socket.
+    for junk in [&b"rm -rf /\n"[..], &[b'x'; 4096][..]] {
+        let mut stream = tokio::net::UnixStream::connect(&running.socket)
+            .await
+            .expect("connect");
+        stream.write_all(junk).await.expect("write");
+        let _ = stream.shutdown().await;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("error: "), "{answer:?}");
+    }
+    // Still answering.
+    let shown = running.ask(Request::ShowApImage { json: false }).await;
+    assert!(shown.contains("Total number of APs : 1"), "{shown}");
+    let lines = running.stop().await;
+    assert!(
+        !lines.iter().any(|l| l.contains("INSTALL")),
+        "nothing may be fetched for that name: {lines:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_down_times_out_then_the_retry_succeeds_once_it_is_up() {
     let srv = tempfile::tempdir().expect("tempdir");
