@@ -129,8 +129,8 @@ struct Shell {
     /// The session whose rows an AP name's row follows (an AP that rebooted joins from a
     /// new address; its old session must not touch the new row).
     owner: HashMap<String, SocketAddr>,
-    /// Transfer start times, for the ETA.
-    started: HashMap<SocketAddr, Instant>,
+    /// Transfer start times, for the ETA, and the percent the row shows.
+    started: HashMap<SocketAddr, (Instant, Option<u8>)>,
     /// The last fetch for the AP found no such file.
     missing: HashSet<SocketAddr>,
     /// When each AP's next failure at join counts as a retry again, by AP name.
@@ -641,16 +641,22 @@ impl Shell {
         }
         let progress = s.progress();
         let gone = s.is_gone();
-        if let Some((done, total)) = progress {
-            let percent = u8::try_from(done * 100 / total.max(1)).ok();
-            let eta_s = self.started.get(&peer).and_then(|t| {
-                let spent = t.elapsed().as_secs_f64();
-                (done > 0).then(|| (spent * (total - done) as f64 / done as f64).ceil() as u64)
-            });
-            self.row(peer, |r| {
-                r.percent = percent;
-                r.eta_s = eta_s;
-            });
+        // The row follows each percent (not each block: that would take the rows' lock for
+        // every datagram).
+        if let Some((done, total)) = progress
+            && let Some((since, shown)) = self.started.get_mut(&peer)
+        {
+            let percent = u8::try_from(done * 100 / total.max(1)).unwrap_or(100);
+            if *shown != Some(percent) {
+                *shown = Some(percent);
+                let spent = since.elapsed().as_secs_f64();
+                let eta_s =
+                    (done > 0).then(|| (spent * (total - done) as f64 / done as f64).ceil() as u64);
+                self.row(peer, |r| {
+                    r.percent = Some(percent);
+                    r.eta_s = eta_s;
+                });
+            }
         }
         if gone {
             self.sessions.remove(&peer);
@@ -748,7 +754,7 @@ impl Shell {
                 self.want(peer, family);
             }
             AcEvent::TransferStarted { .. } => {
-                self.started.insert(peer, now);
+                self.started.insert(peer, (now, None));
                 self.row(peer, |r| {
                     if r.predownload == PredownloadState::Initiated {
                         r.predownload = PredownloadState::Predownloading;
