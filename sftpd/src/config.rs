@@ -881,31 +881,33 @@ fn parse_max_startups(s: &str) -> Result<MaxStartups, LineError> {
 
 fn parse_listen_address(s: &str) -> Result<ListenAddress, LineError> {
     let bad = || LineError::BadListenAddress(s.to_string());
-    if let Some(rest) = s.strip_prefix('[') {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        if host.is_empty() {
-            return Err(bad());
-        }
         let port = match after {
             "" => None,
             p => Some(parse_port(p.strip_prefix(':').ok_or_else(bad)?)?),
         };
-        return Ok(ListenAddress {
-            host: host.to_string(),
-            port,
-        });
-    }
-    let colons = s.matches(':').count();
-    let (host, port) = if colons == 1 {
-        let (h, p) = s.split_once(':').ok_or_else(bad)?;
-        (h, Some(parse_port(p)?))
+        (host, port)
     } else {
-        (s, None)
+        let colons = s.matches(':').count();
+        if colons == 1 {
+            let (h, p) = s.split_once(':').ok_or_else(bad)?;
+            (h, Some(parse_port(p)?))
+        } else {
+            if colons > 1 && s.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad());
+            }
+            (s, None)
+        }
     };
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err(bad());
-    }
-    if colons > 1 && host.parse::<std::net::Ipv6Addr>().is_err() {
+    // A bracket outside the `[v6]:port` form is an unclosed or stray bracket, which
+    // OpenSSH refuses too ("bad address:port usage"); accepting it, or a blank, would
+    // print a `-T` line that does not parse back.
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '/' | '[' | ']'))
+    {
         return Err(bad());
     }
     Ok(ListenAddress {
@@ -2286,6 +2288,22 @@ Match group sftp
                 "Invalid MaxStartups spec: 100:30:10",
             ),
             ("ListenAddress [::1\n", 1, "invalid ListenAddress \"[::1\""),
+            ("ListenAddress [st\n", 1, "invalid ListenAddress \"[st\""),
+            (
+                "ListenAddress a]b:22\n",
+                1,
+                "invalid ListenAddress \"a]b:22\"",
+            ),
+            (
+                "ListenAddress [[x]:22\n",
+                1,
+                "invalid ListenAddress \"[[x]:22\"",
+            ),
+            (
+                "ListenAddress \"[a b]:22\"\n",
+                1,
+                "invalid ListenAddress \"[a b]:22\"",
+            ),
             ("LogLevel LOUD\n", 1, "unsupported log level 'LOUD'"),
             (
                 "SyslogFacility LOCAL8\n",
