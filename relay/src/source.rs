@@ -444,8 +444,17 @@ mod tests {
             path in "[a-z0-9/%._-]{0,30}",
         ) {
             if let Ok(s) = Source::parse(&format!("{scheme}://{auth}{path}")) {
+                // Credentials in the authority are masked; an `@` in the path (`%40`
+                // decoded) is a file name, not credentials.
                 let shown = s.to_string();
-                proptest::prop_assert!(!shown.contains('@') || shown.contains("*****@"));
+                let authority = shown
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split('/').next())
+                    .unwrap_or("");
+                proptest::prop_assert!(
+                    !authority.contains('@') || authority.starts_with("*****@"),
+                    "{}", shown
+                );
             }
         }
     }

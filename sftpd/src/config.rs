@@ -900,14 +900,11 @@ fn parse_listen_address(s: &str) -> Result<ListenAddress, LineError> {
             (s, None)
         }
     };
-    // A bracket outside the `[v6]:port` form is an unclosed or stray bracket, which
-    // OpenSSH refuses too ("bad address:port usage"); accepting it, or a blank, would
-    // print a `-T` line that does not parse back.
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '/' | '[' | ']'))
-    {
+    // A host name or an address literal (`%` for an IPv6 scope), nothing else: a stray or
+    // unclosed bracket is refused by OpenSSH too ("bad address:port usage"), and a blank,
+    // `=`, `#` or quote would make `-T` print a line that does not parse back.
+    let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%');
+    if host.is_empty() || !host.chars().all(host_char) {
         return Err(bad());
     }
     Ok(ListenAddress {
@@ -2298,6 +2295,12 @@ Match group sftp
                 "ListenAddress [[x]:22\n",
                 1,
                 "invalid ListenAddress \"[[x]:22\"",
+            ),
+            ("ListenAddress ==\n", 1, "invalid ListenAddress \"=\""),
+            (
+                "ListenAddress \"a#b\"\n",
+                1,
+                "invalid ListenAddress \"a#b\"",
             ),
             (
                 "ListenAddress \"[a b]:22\"\n",
