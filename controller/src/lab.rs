@@ -378,3 +378,74 @@ pub fn summary(report: &LabReport, elapsed: Duration) -> String {
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::show::{ApImageRow, PredownloadState};
+
+    fn row(name: &str, family: &str, primary: &str, download: DownloadState) -> ApImageRow {
+        ApImageRow {
+            name: name.to_owned(),
+            family: family.to_owned(),
+            primary: primary.to_owned(),
+            backup: "8.10.130.0".to_owned(),
+            download,
+            predownload: PredownloadState::None,
+            predownload_version: None,
+            next_retry: None,
+            retry_count: 0,
+            method: Some("CAPWAP".to_owned()),
+            eta_s: None,
+            percent: None,
+        }
+    }
+
+    /// Each family's bar is the share of its APs' images received (an AP done, or already
+    /// on the version, counts whole); the spinner carries the `show ap image` counters.
+    #[test]
+    fn bars_follow_the_rows_and_the_spinner_the_counters() {
+        let family_bar = |aps: u64| {
+            let bar = ProgressBar::hidden();
+            bar.set_length(aps * 1000);
+            bar
+        };
+        let bars: BTreeMap<String, ProgressBar> = [
+            ("ap1g7".to_owned(), family_bar(3)),
+            ("ap1g8".to_owned(), family_bar(1)),
+            ("ap3g3".to_owned(), family_bar(1)),
+        ]
+        .into();
+        let counters = ProgressBar::hidden();
+        let status: Status = Arc::default();
+        {
+            let mut rows = status.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut downloading = row("AP-2", "ap1g7", "17.3.3.26", DownloadState::Downloading);
+            downloading.percent = Some(40);
+            let waiting = row("AP-3", "ap1g7", "17.3.3.26", DownloadState::Initiated);
+            for r in [
+                row("AP-1", "ap1g7", "17.3.3.26", DownloadState::Completed),
+                downloading,
+                waiting,
+                row("AP-4", "ap1g8", LAB_VERSION, DownloadState::None),
+                row("AP-5", "ap3g3", "17.3.3.26", DownloadState::NotSupported),
+            ] {
+                rows.insert(r.name.clone(), r);
+            }
+        }
+        draw(&bars, &counters, &status, LAB_VERSION);
+        let positions: Vec<(&str, u64)> = bars
+            .iter()
+            .map(|(f, b)| (f.as_str(), b.position()))
+            .collect();
+        assert_eq!(
+            positions,
+            [("ap1g7", 1400), ("ap1g8", 1000), ("ap3g3", 0)],
+            "AP-1 whole, AP-2 40%, AP-3 nothing; AP-4 already on the version"
+        );
+        assert_eq!(
+            counters.message(),
+            "APs 5 · initiated 1 · downloading 1 · completed 1 · not supported 1"
+        );
+    }
+}

@@ -471,6 +471,50 @@ fn lab_over_sftp_exits_0_with_the_summary() {
     lab("sftp");
 }
 
+/// The README's first command exactly as a new user types it, on a terminal (script(1)
+/// gives it a pseudo-terminal): every default — 24 APs, TFTP, 2% loss, the standard CAPWAP
+/// control port 5246 — a bar per family that reaches 100%, the counters while it runs, and
+/// the summary.
+#[test]
+fn the_readme_lab_on_a_terminal_draws_a_bar_per_family_on_port_5246() {
+    let free = UdpSocket::bind("127.0.0.1:5246");
+    assert!(
+        free.is_ok(),
+        "this test runs the lab on its default port, 127.0.0.1:5246, which is taken: {free:?}"
+    );
+    drop(free);
+    let done = Proc::spawn(
+        "script",
+        &["-qec", &format!("{CONTROLLER} lab"), "/dev/null"],
+    )
+    .finish(LAB_DEADLINE)
+    .ok();
+    let screen = &done.stdout;
+    assert!(
+        screen.contains("controller on 127.0.0.1:5246, 24 simulated APs, 2% loss each way"),
+        "{}",
+        done.describe()
+    );
+    for family in [
+        "ap1g4", "ap1g5", "ap1g6", "ap1g6a", "ap1g7", "ap1g8", "ap3g3",
+    ] {
+        let full = format!("{family:>7} [{}] 100% ", "=".repeat(30));
+        assert!(screen.contains(&full), "no {full:?}\n{}", done.describe());
+    }
+    assert!(
+        screen.contains("APs 24 \u{b7} initiated "),
+        "no counters\n{}",
+        done.describe()
+    );
+    assert!(
+        screen.contains("lab: 24 of 24 APs verified their image and run 17.9.4.27"),
+        "{}",
+        done.describe()
+    );
+    // The terminal got the drawing (cursor movement), which --quiet leaves out.
+    assert!(screen.contains("\u{1b}["), "{}", done.describe());
+}
+
 /// A lab that cannot finish in time stops by itself: exit 1, the report of who did not.
 #[test]
 fn a_lab_past_its_timeout_stops_and_exits_1() {

@@ -119,6 +119,16 @@ impl Running {
         n: usize,
         pred: impl Fn(&controller::show::ApImageRow) -> bool,
     ) {
+        self.wait_all_rows(what, |rows| rows.len() == n && rows.iter().all(&pred))
+            .await;
+    }
+
+    /// Waits until the `show` rows, taken together, satisfy `pred`.
+    async fn wait_all_rows(
+        &self,
+        what: &str,
+        pred: impl Fn(&[controller::show::ApImageRow]) -> bool,
+    ) {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let rows: Vec<_> = self
@@ -128,7 +138,7 @@ impl Running {
                 .values()
                 .cloned()
                 .collect();
-            if rows.len() == n && rows.iter().all(&pred) {
+            if pred(&rows) {
                 return;
             }
             assert!(
@@ -472,6 +482,11 @@ async fn predownload_then_activate(auto: bool) {
     let mut cfg = fleet_config(&running, 3, &models);
     cfg.primary = LAB_VERSION.into();
     cfg.until = Until::Forever;
+    // Each AP goes quiet for a while 15 kB into its predownload, so it can be seen.
+    cfg.faults.stall = Some(fleet::Stall {
+        after_bytes: 15_000,
+        duration: Duration::from_secs(2),
+    });
     let fleet = start_fleet(cfg);
     running
         .wait_rows("joined on the current version", 3, |r| {
@@ -508,6 +523,33 @@ async fn predownload_then_activate(auto: bool) {
         let answer = running.ask(Request::Predownload).await;
         assert_eq!(answer, "predownload of 17.9.5.47 started on 3 APs\n");
     }
+    running
+        .wait_all_rows("one predownloading", |rows| {
+            rows.iter().any(|r| {
+                r.predownload == PredownloadState::Predownloading
+                    && r.percent.is_some_and(|p| p > 0 && p < 100)
+            })
+        })
+        .await;
+    let shown = running.ask(Request::ShowApImage { json: false }).await;
+    assert!(
+        shown.contains("        Predownload in progress       : Yes"),
+        "{shown}"
+    );
+    let predownloading = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("        Predownloading                : "))
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(
+        predownloading.is_some_and(|n| (1..=3).contains(&n)),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("AP-000") && l.contains(" Predownloading ")),
+        "{shown}"
+    );
     running
         .wait_rows("predownloaded", 3, |r| {
             r.predownload == PredownloadState::Complete
@@ -651,39 +693,61 @@ async fn failed_predownloads_are_retried_retry_count_times_then_left() {
 }
 
 /// While an image is on its way, `show ap image` says so: Downloading, the percent done and
-/// an ETA (here the AP stalls for a while half-way, so the state can be seen).
+/// an ETA, the method; and an AP waiting for its turn (`max_concurrent = 1`) is Initiated.
+/// Each AP stalls for a while after its first 15 kB, so the states can be seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn show_ap_image_reports_a_download_in_progress() {
+async fn show_ap_image_reports_a_download_in_progress_and_one_waiting() {
     let srv = tempfile::tempdir().expect("tempdir");
     stage_release(srv.path(), LAB_FOLDER, version(LAB_VERSION), SCALE, false).expect("stage");
     let server = ImageServer::tftp(srv.path(), 0).expect("tftpd");
-    let running = Running::start(&server.profile(LAB_FOLDER)).await;
-    let mut cfg = fleet_config(&running, 1, &["C9105AXI-E"]);
+    let running = Running::start(&(server.profile(LAB_FOLDER) + "max_concurrent = 1\n")).await;
+    let mut cfg = fleet_config(&running, 2, &["C9105AXI-E"]);
     cfg.faults.stall = Some(fleet::Stall {
         after_bytes: 15_000,
         duration: Duration::from_secs(3),
     });
     let fleet = start_fleet(cfg);
     running
-        .wait_rows("downloading", 1, |r| {
-            r.download == DownloadState::Downloading
-                && r.percent.is_some_and(|p| p > 0 && p < 100)
-                && r.eta_s.is_some()
+        .wait_all_rows("one downloading, one waiting", |rows| {
+            let downloading = rows.iter().filter(|r| {
+                r.download == DownloadState::Downloading
+                    && r.percent.is_some_and(|p| p > 0 && p < 100)
+                    && r.eta_s.is_some()
+            });
+            let waiting = rows
+                .iter()
+                .filter(|r| r.download == DownloadState::Initiated && r.percent.is_none());
+            rows.len() == 2 && downloading.count() == 1 && waiting.count() == 1
         })
         .await;
     let shown = running.ask(Request::ShowApImage { json: false }).await;
+    for line in [
+        "Total number of APs : 2",
+        "        Initiated                     : 1",
+        "        Downloading                   : 1",
+        "        Completed downloading         : 0",
+    ] {
+        assert!(shown.contains(line), "no {line:?} in\n{shown}");
+    }
+    let rows: Vec<&str> = shown.lines().filter(|l| l.starts_with("AP-000")).collect();
+    assert_eq!(rows.len(), 2, "{shown}");
+    // Both on their way over CAPWAP; the ETA / % cell is "<seconds> s / <percent>%" for the
+    // one downloading, NA for the one waiting.
     assert!(
-        shown.contains("        Downloading                   : 1"),
-        "{shown}"
+        rows.iter().all(|r| r.contains(" CAPWAP ")),
+        "method: {shown}"
     );
-    let row = shown
-        .lines()
-        .find(|l| l.starts_with("AP-0001 "))
-        .unwrap_or_else(|| panic!("no row: {shown}"));
-    // The ETA / % cell: "<seconds> s / <percent>%".
-    assert!(
-        row.contains(" s / ") && row.ends_with('%'),
-        "ETA and percent: {row}"
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.contains(" s / ") && r.ends_with('%'))
+            .count(),
+        1,
+        "ETA and percent: {shown}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.ends_with(" NA")).count(),
+        1,
+        "{shown}"
     );
     let (report, ap_lines) = fleet_report(fleet).await;
     assert!(report.all_verified, "{}", ap_lines.join("\n"));

@@ -328,6 +328,10 @@ mod tests {
             "C9105AXI-E, C9120AXI-B",
             "--loss",
             "0.05",
+            "--dup",
+            "0.01",
+            "--crash-after-bytes",
+            "70000",
             "--stall-after-bytes",
             "1000",
             "--stall-secs",
@@ -338,6 +342,8 @@ mod tests {
         let cfg = cli.fleet_config();
         assert_eq!(cfg.models, ["C9105AXI-E", "C9120AXI-B"]);
         assert_eq!(cfg.faults.loss, 0.05);
+        assert_eq!(cfg.faults.dup, 0.01);
+        assert_eq!(cfg.faults.crash_after_bytes, Some(70_000));
         assert_eq!(
             cfg.faults.stall,
             Some(Stall {
@@ -347,9 +353,27 @@ mod tests {
         );
         assert_eq!(cfg.until, Until::Forever);
         assert_eq!(cfg.primary, DEFAULT_PRIMARY);
+        // No fault unless asked for.
+        let plain =
+            Cli::try_parse_from(["ap-sim", "--controller", "127.0.0.1:5246", "--count", "1"]);
+        let Ok(plain) = plain else {
+            panic!("{plain:?}")
+        };
+        let faults = plain.fleet_config().faults;
+        assert_eq!(
+            (
+                faults.loss,
+                faults.dup,
+                faults.crash_after_bytes,
+                faults.stall
+            ),
+            (0.0, 0.0, None, None)
+        );
         for bad in [
             &["--loss", "1"][..],
             &["--dup=-0.1"],
+            &["--dup", "1"],
+            &["--crash-after-bytes", "x"],
             &["--count", "0"],
             &["--stall-secs", "2"],
             &["--retransmit-ms", "0"],
