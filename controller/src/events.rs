@@ -108,6 +108,15 @@ fn ap_event(ap: &ApRef, what: &str) -> String {
 }
 
 impl Event {
+    /// The syslog severity, the number in the line's mnemonic (`%INSTALL-3-…` is an error,
+    /// 3; every other line is a notice, 5).
+    pub fn severity(&self) -> u8 {
+        match self {
+            Event::InstallFailed { .. } => 3,
+            _ => 5,
+        }
+    }
+
     /// The syslog message, without the timestamp.
     pub fn message(&self) -> String {
         match self {
@@ -272,6 +281,48 @@ mod tests {
                 .message()
                 .ends_with("] AP Image Download Success")
         );
+    }
+
+    /// The syslog severity is the number in each line's `%FACILITY-N-MNEMONIC`.
+    #[test]
+    fn severity_is_the_mnemonics_number() {
+        let Ok(source) = Source::parse("tftp://172.16.5.199/EWC/17_9_4a/ap1g6") else {
+            panic!("url")
+        };
+        let ap = ApRef {
+            name: "AP-0001".into(),
+            mac: Mac([0, 0xa2, 0xee, 0xb1, 0, 1]),
+            ap: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            ac: SocketAddr::from(([127, 0, 0, 1], 5246)),
+        };
+        let events = [
+            Event::InstallStart {
+                source: source.clone(),
+            },
+            Event::InstallCompleted {
+                source: source.clone(),
+            },
+            Event::InstallFailed {
+                error: FetchError::new(&source, ErrorKind::TimedOut, ""),
+                source: source.clone(),
+            },
+            Event::NewRelease {
+                folder: source,
+                version: "17.9.4.27".into(),
+            },
+            Event::ApJoined(ap.clone()),
+            Event::ApDisjoined {
+                ap: ap.clone(),
+                reason: "Tag modified".into(),
+            },
+            Event::ApImageDownload { ap, success: false },
+        ];
+        for e in &events {
+            let message = e.message();
+            let number = message.split('-').nth(1).and_then(|n| n.parse::<u8>().ok());
+            assert_eq!(number, Some(e.severity()), "{message}");
+        }
+        assert_eq!(events.iter().filter(|e| e.severity() == 3).count(), 1);
     }
 
     #[test]

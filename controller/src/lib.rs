@@ -13,7 +13,7 @@
 //!   image checked by size, MD5 and tar, stored as primary or backup).
 //! - [`config`]: the TOML profile (`wireless profile image-download default`); [`images`]:
 //!   each family fetched once, verified, shared, MD5 once; [`events`]: the syslog lines;
-//!   [`show`]: `show ap image`.
+//!   [`logging`]: where they go (stdout or a syslog socket); [`show`]: `show ap image`.
 //! - [`server`]: the tokio shell of every AP session on one UDP socket (admission in
 //!   parallel or in sets, predownload, activate, new releases); [`daemon`]: the controller as
 //!   a service (release, control socket, local-folder watcher, reload); [`control`]: the
@@ -34,6 +34,7 @@ pub mod fleet;
 pub mod flow;
 pub mod images;
 pub mod lab;
+pub mod logging;
 pub mod server;
 pub mod show;
 pub mod testbed;

@@ -7,16 +7,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use controller::config::Config;
 use controller::control::{self, Request, default_socket_path};
 use controller::daemon::{self, Options};
-use controller::events::{Event, stamp};
-use controller::images::EventSink;
 use controller::lab::{self, LabMode, LabOptions};
+use controller::logging;
 use relay::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +47,10 @@ enum Cmd {
         /// Largest size of the image cache, MiB.
         #[arg(long, default_value_t = 8192)]
         cache_mib: u64,
+        /// Send the event lines (%INSTALL-…, %CAPWAPAC_SMGR_TRACE_MESSAGE-…) to syslog,
+        /// facility local7, instead of stdout; SOCKET defaults to /dev/log.
+        #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = "/dev/log")]
+        syslog: Option<PathBuf>,
     },
     /// Ask a running controller.
     Show {
@@ -187,17 +189,6 @@ where
     }
 }
 
-/// Prints each event as a syslog line with the controller's timestamp.
-fn stdout_log() -> EventSink {
-    Arc::new(|e: Event| {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let line = format!("{}{}\n", stamp(u64::try_from(ms).unwrap_or(0)), e.message());
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
-    })
-}
-
 fn cache_dir() -> PathBuf {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
@@ -244,8 +235,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             socket,
             cache,
             cache_mib,
+            syslog,
         } => {
             let cfg = Config::load(&config)?;
+            let log = match &syslog {
+                Some(path) => logging::syslog_sink(path)
+                    .with_context(|| format!("syslog socket {}", path.display()))?,
+                None => logging::stdout_sink(),
+            };
             let listen: SocketAddr = cfg.capwap.listen;
             let capwap = tokio::net::UdpSocket::bind(listen)
                 .await
@@ -277,7 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     config: cfg,
                     config_path: Some(config),
                     store,
-                    log: stdout_log(),
+                    log,
                     status: Arc::default(),
                 },
                 capwap,

@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -278,23 +279,27 @@ impl Served {
     /// Writes the config (`profile` in `dir`, CAPWAP on a free port) and starts the
     /// controller; returns once it says it listens.
     fn start(dir: &Path, profile: &str) -> Served {
+        Served::start_with(dir, profile, &[])
+    }
+
+    /// [`Served::start`] with more flags for `serve`.
+    fn start_with(dir: &Path, profile: &str, flags: &[&str]) -> Served {
         let port = free_udp_port();
         let config = dir.join("controller.toml");
         write_config(&config, port, profile);
         let socket = dir.join("run/controller.sock");
         let cache = dir.join("cache");
-        let mut proc = Proc::spawn(
-            CONTROLLER,
-            &[
-                "serve",
-                "--config",
-                path_str(&config),
-                "--socket",
-                path_str(&socket),
-                "--cache",
-                path_str(&cache),
-            ],
-        );
+        let mut args = vec![
+            "serve",
+            "--config",
+            path_str(&config),
+            "--socket",
+            path_str(&socket),
+            "--cache",
+            path_str(&cache),
+        ];
+        args.extend(flags);
+        let mut proc = Proc::spawn(CONTROLLER, &args);
         let ready = proc.wait_stderr("saying where it listens", |l| {
             l.starts_with("controller: CAPWAP on ")
         });
@@ -600,6 +605,88 @@ fn lab_usage_errors_exit_non_zero_with_a_clear_message() {
 
 // ---------------------------------------------------------------------------------------
 // 3: serve, ap-sim, show, SIGTERM
+
+/// `serve --syslog SOCKET`: the event lines go to that syslog socket (glibc's format,
+/// facility local7, the mnemonic's severity: `<189>` for a notice) and not to stdout; a
+/// socket nobody listens on is refused at start, naming it.
+#[test]
+fn serve_sends_its_lines_to_syslog_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = dir.path().join("srv");
+    std::fs::create_dir_all(&srv).expect("mkdir");
+    stage_release(&srv, "17_9_4a", version(LAB_VERSION), SCALE, true).expect("stage");
+    let profile = local_profile(&srv.join("current"), "off");
+    let log_path = dir.path().join("log");
+    let daemon = UnixDatagram::bind(&log_path).expect("bind the syslog socket");
+    daemon
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let served = Served::start_with(dir.path(), &profile, &["--syslog", path_str(&log_path)]);
+    let pid = served.proc.child.id();
+    let aps = Proc::spawn(
+        AP_SIM,
+        &[
+            "--controller",
+            &served.capwap.to_string(),
+            "--count",
+            "1",
+            "--retransmit-ms",
+            "50",
+            "--reset-ms",
+            "500",
+            "--timeout",
+            "120",
+        ],
+    )
+    .finish(DEADLINE);
+    assert_eq!(aps.status.code(), Some(0), "{}", aps.describe());
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while !lines
+        .iter()
+        .any(|l: &String| l.ends_with(" AP Image Download Success"))
+    {
+        assert!(Instant::now() < deadline, "syslog got only {lines:#?}");
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = daemon.recv(&mut buf) {
+            lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let joined = lines
+        .iter()
+        .find(|l| l.ends_with(" Joined"))
+        .unwrap_or_else(|| panic!("no Joined line in {lines:#?}"));
+    assert!(joined.starts_with("<189>"), "{joined}");
+    assert!(
+        joined.contains(&format!(" controller[{pid}]: {WNCD}AP-0001 Mac: ")),
+        "{joined}"
+    );
+    let done = served.stop(libc::SIGTERM);
+    assert!(!done.stdout.contains("%CAPWAPAC"), "{}", done.describe());
+
+    let nobody = dir.path().join("nobody");
+    let refused = Proc::spawn(
+        CONTROLLER,
+        &[
+            "serve",
+            "--config",
+            path_str(&dir.path().join("controller.toml")),
+            "--socket",
+            path_str(&dir.path().join("run2/controller.sock")),
+            "--syslog",
+            path_str(&nobody),
+        ],
+    )
+    .finish(DEADLINE);
+    assert!(!refused.status.success(), "{}", refused.describe());
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("syslog socket {}", nobody.display())),
+        "{}",
+        refused.describe()
+    );
+}
 
 /// `controller serve` on a release served by our tftpd; `ap-sim` brings 6 APs of 6
 /// families to its version; `show ap image` (text and JSON) and the syslog lines say so;

@@ -1,0 +1,134 @@
+//! Where the controller's event lines go ([`EventSink`]s).
+//!
+//! * [`stdout_sink`]: each line with the embedded controller's stamp
+//!   (`*Feb 1 20:29:14.108: %INSTALL-5-…`), one per write, as `controller serve` prints them
+//!   by default (under systemd they land in the journal).
+//! * [`syslog_sink`]: each line to a local syslog socket (`/dev/log`), as glibc's
+//!   `syslog(3)` formats it: `<PRI>Mmm dd HH:MM:SS controller[pid]: %INSTALL-5-…`. The
+//!   facility is local7, the one Cisco IOS and the embedded controller log to by default, and
+//!   the severity is the number in the line's mnemonic (3 for `%INSTALL-3-…`, else 5), so
+//!   `<189>` for a notice and `<187>` for an error. The syslog daemon stamps the line, so the
+//!   controller's own stamp is left out. Sending never blocks: a datagram the daemon cannot
+//!   take is dropped and counted, and the first drop is said once on stderr.
+
+use std::io::{self, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tftpd::syslog::{LocalTime, format_datagram, load_time_zone};
+
+use crate::events::{Event, stamp};
+use crate::images::EventSink;
+
+/// Syslog facility local7 (23), Cisco's default `logging facility`.
+pub const FACILITY_LOCAL7: u8 = 23;
+
+/// The syslog ident of `controller serve`.
+pub const IDENT: &str = "controller";
+
+/// The `<PRI>` of an event's line: facility local7, the event's severity.
+pub fn priority(e: &Event) -> u8 {
+    FACILITY_LOCAL7 * 8 + e.severity()
+}
+
+/// Lines on stdout with the controller's stamp.
+pub fn stdout_sink() -> EventSink {
+    Arc::new(|e: Event| {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let line = format!("{}{}\n", stamp(u64::try_from(ms).unwrap_or(0)), e.message());
+        let _ = io::stdout().lock().write_all(line.as_bytes());
+    })
+}
+
+/// Lines to the syslog socket at `path` (connected now: an error if nobody listens there).
+pub fn syslog_sink(path: &Path) -> io::Result<EventSink> {
+    load_time_zone();
+    let socket = UnixDatagram::unbound()?;
+    socket.connect(path)?;
+    socket.set_nonblocking(true)?;
+    let shown = path.display().to_string();
+    let dropped = AtomicU64::new(0);
+    let pid = std::process::id();
+    Ok(Arc::new(move |e: Event| {
+        let datagram = format_datagram(priority(&e), IDENT, pid, LocalTime::now(), &e.message());
+        let sent = loop {
+            match socket.send(&datagram) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        if let Err(error) = sent
+            && dropped.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            let _ = writeln!(
+                io::stderr(),
+                "controller: cannot log to {shown}: {error}; dropping syslog lines (not said again)"
+            );
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ApRef, Mac};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    fn joined() -> Event {
+        Event::ApJoined(ApRef {
+            name: "AP-0001".into(),
+            mac: Mac([0, 0xa2, 0xee, 0xb1, 0, 1]),
+            ap: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            ac: SocketAddr::from(([127, 0, 0, 1], 5246)),
+        })
+    }
+
+    /// A datagram per event, glibc's format, local7 and the mnemonic's severity; nobody
+    /// listening any more costs a line on stderr, not a panic or a stall.
+    #[test]
+    fn syslog_lines_are_local7_with_the_mnemonics_severity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let daemon = UnixDatagram::bind(&path).expect("bind");
+        daemon
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let sink = syslog_sink(&path).expect("sink");
+        sink(joined());
+        let mut buf = [0u8; 2048];
+        let n = daemon.recv(&mut buf).expect("a datagram");
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(line.starts_with("<189>"), "{line}");
+        let pid = std::process::id();
+        assert!(
+            line.contains(&format!(
+                " controller[{pid}]: %CAPWAPAC_SMGR_TRACE_MESSAGE-5-AP_JOIN_DISJOIN: "
+            )),
+            "{line}"
+        );
+        assert!(line.ends_with(" Joined"), "{line}");
+        // `<189>Mmm dd HH:MM:SS controller[…` : the daemon's stamp, not the controller's.
+        assert_eq!(line.as_bytes().get(20), Some(&b' '), "{line}");
+        assert!(!line.contains('*'), "{line}");
+        drop(daemon);
+        sink(joined());
+        sink(joined());
+    }
+
+    #[test]
+    fn nobody_listening_is_an_error_up_front() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(syslog_sink(&dir.path().join("none")).is_err());
+    }
+
+    #[test]
+    fn priorities() {
+        assert_eq!(priority(&joined()), 189);
+    }
+}
