@@ -382,22 +382,12 @@ pub fn summary(report: &LabReport, elapsed: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::show::{ApImageRow, PredownloadState};
+    use crate::show::ApImageRow;
 
     fn row(name: &str, family: &str, primary: &str, download: DownloadState) -> ApImageRow {
         ApImageRow {
-            name: name.to_owned(),
-            family: family.to_owned(),
-            primary: primary.to_owned(),
-            backup: "8.10.130.0".to_owned(),
             download,
-            predownload: PredownloadState::None,
-            predownload_version: None,
-            next_retry: None,
-            retry_count: 0,
-            method: Some("CAPWAP".to_owned()),
-            eta_s: None,
-            percent: None,
+            ..ApImageRow::new(name, family, primary, "8.10.130.0")
         }
     }
 

@@ -694,19 +694,14 @@ impl Shell {
                     }
                     _ => (PredownloadState::None, None),
                 };
+                let family = old.as_ref().map_or("", |o| o.family.as_str());
                 let row = ApImageRow {
-                    name: info.name.clone(),
-                    family: old.as_ref().map(|o| o.family.clone()).unwrap_or_default(),
-                    primary: info.primary.clone(),
-                    backup,
                     download,
                     predownload,
                     predownload_version,
                     next_retry: old.as_ref().and_then(|o| o.next_retry.clone()),
                     retry_count: old.as_ref().map_or(0, |o| o.retry_count),
-                    method: Some("CAPWAP".into()),
-                    eta_s: None,
-                    percent: None,
+                    ..ApImageRow::new(&info.name, family, &info.primary, &backup)
                 };
                 rows.insert(info.name.clone(), row);
                 drop(rows);

@@ -84,6 +84,26 @@ pub struct ApImageRow {
     pub percent: Option<u8>,
 }
 
+impl ApImageRow {
+    /// A joined AP with nothing under way: its versions, over CAPWAP.
+    pub fn new(name: &str, family: &str, primary: &str, backup: &str) -> ApImageRow {
+        ApImageRow {
+            name: name.to_owned(),
+            family: family.to_owned(),
+            primary: primary.to_owned(),
+            backup: backup.to_owned(),
+            download: DownloadState::None,
+            predownload: PredownloadState::None,
+            predownload_version: None,
+            next_retry: None,
+            retry_count: 0,
+            method: Some("CAPWAP".to_owned()),
+            eta_s: None,
+            percent: None,
+        }
+    }
+}
+
 /// The counters at the top.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Counters {
@@ -253,18 +273,9 @@ mod tests {
 
     fn row(name: &str, download: DownloadState, predownload: PredownloadState) -> ApImageRow {
         ApImageRow {
-            name: name.to_owned(),
-            family: "ap1g8".to_owned(),
-            primary: "17.3.3.26".to_owned(),
-            backup: "8.10.130.0".to_owned(),
             download,
             predownload,
-            predownload_version: None,
-            next_retry: None,
-            retry_count: 0,
-            method: Some("CAPWAP".to_owned()),
-            eta_s: None,
-            percent: None,
+            ..ApImageRow::new(name, "ap1g8", "17.3.3.26", "8.10.130.0")
         }
     }
 

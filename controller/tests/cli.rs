@@ -258,6 +258,15 @@ fn write_config(path: &Path, port: u16, profile: &str) {
     std::fs::write(path, text).expect("write the config");
 }
 
+/// `DIR/srv` with the current release staged as `17_9_4a` (and a `current` link to it if
+/// `current`); returns `DIR/srv`.
+fn staged(dir: &Path, current: bool) -> PathBuf {
+    let root = dir.join("srv");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    stage_release(&root, "17_9_4a", version(LAB_VERSION), SCALE, current).expect("stage");
+    root
+}
+
 /// The `[image_download]` section of a local folder.
 fn local_profile(folder: &Path, predownload: &str) -> String {
     format!(
@@ -612,9 +621,7 @@ fn lab_usage_errors_exit_non_zero_with_a_clear_message() {
 #[test]
 fn serve_sends_its_lines_to_syslog_when_asked() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = dir.path().join("srv");
-    std::fs::create_dir_all(&srv).expect("mkdir");
-    stage_release(&srv, "17_9_4a", version(LAB_VERSION), SCALE, true).expect("stage");
+    let srv = staged(dir.path(), true);
     let profile = local_profile(&srv.join("current"), "off");
     let log_path = dir.path().join("log");
     let daemon = UnixDatagram::bind(&log_path).expect("bind the syslog socket");
@@ -832,9 +839,7 @@ fn serve_relays_images_to_ap_sim_and_shows_them() {
 #[test]
 fn predownload_then_activate_through_the_binaries() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("srv");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    stage_release(&root, "17_9_4a", version(LAB_VERSION), SCALE, true).expect("stage");
+    let root = staged(dir.path(), true);
     let mut served = Served::start(dir.path(), &local_profile(&root.join("current"), "off"));
     let models = ["C9105AXI-E", "C9120AXI-B", "AIR-AP2802I-B-K9"];
     let mut aps = Proc::spawn(
@@ -1102,9 +1107,7 @@ fn reload_and_sighup_read_the_config_again_and_a_broken_one_is_refused() {
 #[test]
 fn a_stale_socket_left_by_a_killed_controller_is_taken_over() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("srv");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    stage_release(&root, "17_9_4a", version(LAB_VERSION), SCALE, false).expect("stage");
+    let root = staged(dir.path(), false);
     let profile = local_profile(&root.join("17_9_4a"), "off");
     let first = Served::start(dir.path(), &profile);
     let socket = first.socket.clone();
