@@ -390,6 +390,11 @@ mod tests {
         }
         let s = Source::parse("SFTP://ap@host:2222/x").expect("sftp port");
         assert_eq!(s.to_string(), "sftp://*****@host:2222/x");
+        // An `@` in the path is a file name, shown as it is; only the user is masked.
+        let t = Source::parse("tftp://a/%40").expect("@ in the path");
+        assert_eq!(t.to_string(), "tftp://a/@");
+        let s = Source::parse("sftp://ap@host/d/%40x").expect("sftp with @ in the path");
+        assert_eq!(s.to_string(), "sftp://*****@host/d/@x");
     }
 
     #[test]
