@@ -1311,7 +1311,9 @@ impl ApRunner {
                 }
                 _ => {}
             }
-            self.line(&e.line());
+            for line in e.lines() {
+                self.line(&line);
+            }
             if let WtpEvent::ImageStored { family, slot, .. } = &e
                 && let Some(dir) = &self.cfg.store
                 && let Some(bytes) = wtp.take_image_bytes(*slot)

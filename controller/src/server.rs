@@ -892,7 +892,7 @@ pub async fn run_ap(
         }
         while let Some(e) = ap.poll_event() {
             if !matches!(e, WtpEvent::State(_)) || lines.len() < 10_000 {
-                lines.push(e.line());
+                lines.extend(e.lines());
             }
         }
         if done(&ap) || Instant::now() >= deadline {

@@ -461,9 +461,15 @@ pub enum WtpEvent {
 }
 
 impl WtpEvent {
-    /// The AP's log line for the event.
+    /// The AP's log text for the event: one line, or two for the Image Data Response (the
+    /// AP logs the response, then the AC's verdict).
     pub fn line(&self) -> String {
         self.to_string()
+    }
+
+    /// [`WtpEvent::line`] a line at a time, each to be stamped on its own.
+    pub fn lines(&self) -> Vec<String> {
+        self.to_string().split('\n').map(str::to_owned).collect()
     }
 }
 
@@ -505,11 +511,11 @@ impl fmt::Display for WtpEvent {
             }
             WtpEvent::ImageDataResponse { ac, .. } => write!(
                 f,
-                "Image Data Response from {ac}: AC accepted previous sent request with result code: 0"
+                "Image Data Response from {ac}\nAC accepted previous sent request with result code: 0"
             ),
             WtpEvent::DownloadRefused { ac, result, .. } => write!(
                 f,
-                "Image Data Response from {ac}: AC refused the request with result code: {result} ({})",
+                "Image Data Response from {ac}\nAC refused previous sent request with result code: {result} ({})",
                 describe(*result)
             ),
             WtpEvent::PredownloadRequested { version, result } => write!(
@@ -1813,7 +1819,7 @@ mod tests {
         }
 
         fn lines(&mut self) -> Vec<String> {
-            self.events().iter().map(WtpEvent::line).collect()
+            self.events().iter().flat_map(WtpEvent::lines).collect()
         }
 
         fn pop(&mut self) -> Vec<u8> {
@@ -2381,7 +2387,8 @@ mod tests {
         assert_eq!(
             lab.lines(),
             [
-                "Image Data Response from 172.16.4.26: AC refused the request with result code: 16 \
+                "Image Data Response from 172.16.4.26",
+                "AC refused previous sent request with result code: 16 \
                  (Image Data Error (Other Error))",
                 "Going to restart CAPWAP (reason : image download refused)...",
                 "CAPWAP State: Reset",
@@ -2490,8 +2497,8 @@ mod tests {
             [
                 "Predownload of image 17.9.4.27 requested, answered result code: 0",
                 "Image Data Request sent to 172.16.4.26, fileName [ap1g8]",
-                "Image Data Response from 172.16.4.26: AC accepted previous sent request with \
-                 result code: 0",
+                "Image Data Response from 172.16.4.26",
+                "AC accepted previous sent request with result code: 0",
                 "20480 bytes, 15 msgs, 1202 last",
                 "Image transfer completed from WLC, last 1",
                 "Image ap1g8 version 17.9.4.27 written to storage as the backup image",

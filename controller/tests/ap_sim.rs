@@ -240,6 +240,8 @@ async fn the_binary_prints_the_ap_lines_and_a_summary_and_exits_0() {
             format!("{ap}: AP image version 17.3.3.26 backup 8.10.130.0, Controller {TARGET}"),
             format!("{ap}: Version does not match."),
             format!("{ap}: Image Data Request sent to 127.0.0.1, fileName [{family}]"),
+            format!("{ap}: Image Data Response from 127.0.0.1"),
+            format!("{ap}: AC accepted previous sent request with result code: 0"),
             format!("{ap}: 61440 bytes, 45 msgs, 852 last"),
             format!("{ap}: Image transfer completed from WLC, last 1"),
             format!("{ap}: CAPWAP State: Run"),

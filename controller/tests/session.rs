@@ -120,7 +120,7 @@ fn run(
             moved = true;
         }
         while let Some(e) = ap.poll_event() {
-            out.ap_lines.push(e.line());
+            out.ap_lines.extend(e.lines());
         }
         if done(ac, ap, &out.ac_events) {
             return out;

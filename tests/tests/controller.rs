@@ -313,7 +313,7 @@ async fn a_wrong_path_fails_with_the_documents_lines_then_succeeds_once_fixed() 
     assert!(
         ap_lines
             .iter()
-            .any(|l| l.contains("AC refused the request with result code: 16")),
+            .any(|l| l.contains("AC refused previous sent request with result code: 16")),
         "{ap_lines:#?}"
     );
 }
@@ -390,7 +390,7 @@ async fn a_path_for_a_family_and_garbage_on_the_control_socket_are_refused() {
     assert!(
         ap_lines
             .iter()
-            .any(|l| l.contains("AC refused the request with result code: 16")),
+            .any(|l| l.contains("AC refused previous sent request with result code: 16")),
         "{ap_lines:#?}"
     );
     running
