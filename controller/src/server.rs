@@ -205,14 +205,16 @@ pub async fn serve(
                 }
             }
             Some(f) = images.recv() => {
-                if f.missing {
-                    sh.missing.insert(f.peer);
-                } else {
-                    sh.missing.remove(&f.peer);
-                }
                 let peer = f.peer;
                 match sh.sessions.get_mut(&peer) {
-                    Some(s) if s.is_transferring() => s.image_ready(Instant::now(), f.image),
+                    Some(s) if s.is_transferring() => {
+                        s.image_ready(Instant::now(), f.image);
+                        if f.missing {
+                            sh.missing.insert(peer);
+                        } else {
+                            sh.missing.remove(&peer);
+                        }
+                    }
                     // The AP left or started over meanwhile: its turn is over.
                     _ => sh.release(peer),
                 }
@@ -659,11 +661,21 @@ impl Shell {
             }
         }
         if gone {
-            self.sessions.remove(&peer);
-            self.timers.forget(peer);
-            self.started.remove(&peer);
-            self.missing.remove(&peer);
+            self.forget_session(peer);
         }
+    }
+
+    fn forget_session(&mut self, peer: SocketAddr) {
+        self.sessions.remove(&peer);
+        self.timers.forget(peer);
+        self.started.remove(&peer);
+        self.missing.remove(&peer);
+    }
+
+    /// Ends `peer`'s session from outside it: forgotten, out of the queue, its turn over.
+    fn drop_session(&mut self, peer: SocketAddr) {
+        self.forget_session(peer);
+        self.remove(peer);
     }
 
     fn on_event(&mut self, peer: SocketAddr, e: AcEvent) {
@@ -671,6 +683,25 @@ impl Shell {
         let now = Instant::now();
         match e {
             AcEvent::Joined(info) => {
+                // The same AP (name and base MAC) from a new address rebooted or lost its
+                // socket: its old session is over now, not at the old one's keepalive
+                // timeout, and a transfer slot it held goes to the next AP at once.
+                if let Some(&old_peer) = self.owner.get(&info.name)
+                    && old_peer != peer
+                    && self
+                        .sessions
+                        .get(&old_peer)
+                        .and_then(AcSession::info)
+                        .is_some_and(|old| old.mac == info.mac)
+                {
+                    if let Some(ap) = self.ap_ref(old_peer) {
+                        log(Event::ApDisjoined {
+                            ap,
+                            reason: format!("Rejoined from {}[{}]", peer.ip(), peer.port()),
+                        });
+                    }
+                    self.drop_session(old_peer);
+                }
                 let version = self.version().to_owned();
                 let mut rows = self.status.lock().unwrap_or_else(PoisonError::into_inner);
                 let old = rows.remove(&info.name);

@@ -754,6 +754,39 @@ async fn show_ap_image_reports_a_download_in_progress_and_one_waiting() {
     running.stop().await;
 }
 
+/// An AP that dies mid-transfer and rejoins from a new port is the same AP: its old session
+/// ends at the new Join (logged as a disjoin), not at the keepalive timeout, so the one
+/// transfer slot (`max_concurrent = 1`) is not held by a dead session meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ap_that_rejoins_from_a_new_port_replaces_its_old_session() {
+    let srv = tempfile::tempdir().expect("tempdir");
+    stage_release(srv.path(), LAB_FOLDER, version(LAB_VERSION), SCALE, false).expect("stage");
+    let server = ImageServer::tftp(srv.path(), 0).expect("tftpd");
+    let running = Running::start(&(server.profile(LAB_FOLDER) + "max_concurrent = 1\n")).await;
+    let mut cfg = fleet_config(&running, 2, &["C9105AXI-E", "C9120AXI-B"]);
+    cfg.faults.crash_after_bytes = Some(5_000);
+    let (report, ap_lines) = fleet_report(start_fleet(cfg)).await;
+    assert!(report.all_verified, "{}", ap_lines.join("\n"));
+    let lines = running.stop().await;
+    for ap in ["AP-0001", "AP-0002"] {
+        let rejoined = count(&lines, |l| {
+            l.contains(&format!("AP Name: {ap} "))
+                && l.contains(" Disjoined Rejoined from 127.0.0.1[")
+        });
+        assert_eq!(rejoined, 1, "{ap}: {lines:#?}");
+    }
+    assert_eq!(
+        count(&lines, |l| l.ends_with("Disjoined Keepalive timeout")),
+        0,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        count(&lines, |l| l.ends_with("AP Image Download Success")),
+        2,
+        "{lines:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_aps_of_seven_families_cause_exactly_seven_fetches() {
     let srv = tempfile::tempdir().expect("tempdir");
