@@ -5,6 +5,12 @@
 //! what happened comes out of [`AcSession::poll_event`]. The image itself arrives through
 //! [`AcSession::image_ready`] when the shell has it (it asks after
 //! [`AcEvent::ImageWanted`]), so a session never waits on I/O.
+//!
+//! Beyond §4.5.3: while the first block of a transfer is unanswered, each retransmission of
+//! it goes after the cached Image Data Response. An AP whose copy of the response was lost
+//! drops blocks until it has one, and would ask again only when its own timer runs out —
+//! after a long wait in the admission queue, tens of seconds later, by when our timer may
+//! have given it up. A response it already has is a stray it ignores.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -141,6 +147,8 @@ enum Transfer {
         messages: u64,
         /// The outstanding block is the last.
         last: bool,
+        /// The AP's Image Data Request this transfer answers.
+        request_seq: u8,
     },
 }
 
@@ -276,6 +284,21 @@ impl AcSession {
             self.gone = true;
             self.transfer = Transfer::None;
             self.events.push_back(AcEvent::Gone);
+            return;
+        }
+        // The first block unanswered: perhaps our Image Data Response was lost, and the AP
+        // drops blocks until it has it. It would ask again, but only when its own timer runs
+        // out, and after a long wait in the queue that timer is at its longest (tens of
+        // seconds) while ours gives up sooner. So the response goes again with the block.
+        if let Transfer::Sending {
+            messages: 1,
+            request_seq,
+            ..
+        } = self.transfer
+            && self.requester.has_transmit()
+            && self.responder.latest() == Some(request_seq)
+        {
+            self.responder.resend();
         }
     }
 
@@ -532,6 +555,7 @@ impl AcSession {
             offset: 0,
             messages: 0,
             last: false,
+            request_seq: seq,
         };
         self.send_block(now);
     }
@@ -556,6 +580,7 @@ impl AcSession {
             offset,
             messages,
             last,
+            ..
         } = &mut self.transfer
         else {
             return;
@@ -615,6 +640,7 @@ impl AcSession {
             offset,
             messages,
             last,
+            ..
         } = &mut self.transfer
         else {
             return;
@@ -970,6 +996,10 @@ mod tests {
         }
     }
 
+    /// A lost block goes again, byte for byte; while the first block is unanswered, the
+    /// Image Data Response goes with it (the AP drops blocks until it has the response, and
+    /// after a long wait in the queue its own retransmission could be tens of seconds off);
+    /// a silent AP is given up.
     #[test]
     fn lost_blocks_are_resent_unchanged_and_a_silent_ap_is_given_up() {
         let now = Instant::now();
@@ -979,23 +1009,49 @@ mod tests {
         s.handle_datagram(now, &image_request(2, "ap1g8"));
         s.image_ready(now, Ok(image(5000)));
         let first = drain(&mut s);
-        let block = first.last().cloned().unwrap_or_default();
+        assert_eq!(first.len(), 2, "the response, then the first block");
+        let (response, block) = (first[0].clone(), first[1].clone());
         let Some(t) = s.poll_timeout() else {
             panic!("no timer")
         };
         s.handle_timeout(t);
-        assert_eq!(drain(&mut s), vec![block.clone()], "the same bytes again");
+        assert_eq!(
+            drain(&mut s),
+            vec![response.clone(), block.clone()],
+            "the same bytes again, the response first"
+        );
         let Some(t) = s.poll_timeout() else {
             panic!("no timer")
         };
         s.handle_timeout(t);
-        assert_eq!(drain(&mut s), vec![block]);
+        assert_eq!(drain(&mut s), vec![response, block]);
         let Some(t) = s.poll_timeout() else {
             panic!("no timer")
         };
         s.handle_timeout(t);
         assert!(s.is_gone());
         assert!(events(&mut s).contains(&AcEvent::Gone));
+
+        // Once the AP answered a block it has the response: later blocks go alone.
+        let mut s = AcSession::new(config(1024));
+        s.handle_datagram(now, &join_request(1));
+        drain(&mut s);
+        s.handle_datagram(now, &image_request(2, "ap1g8"));
+        s.image_ready(now, Ok(image(5000)));
+        let first = drain(&mut s);
+        let Ok(block) = Message::decode(&first[1]) else {
+            panic!("block")
+        };
+        let mut ack = Vec::new();
+        encode_image_data_response(block.seq, ResultCode::SUCCESS, &mut ack);
+        s.handle_datagram(now, &ack);
+        let second = drain(&mut s);
+        assert_eq!(second.len(), 1, "the second block alone");
+        let Some(t) = s.poll_timeout() else {
+            panic!("no timer")
+        };
+        s.handle_timeout(t);
+        assert_eq!(drain(&mut s), second, "the second block again, alone");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! - Blocks that arrive while our Image Data Request is still unanswered (the AC's Image Data
 //!   Response was lost) are dropped before the [`Responder`]: our request is retransmitted,
 //!   the AC resends its cached answer, and it retransmits the block, which is then taken.
+//!   (Our AC also sends the response again with each retransmission of the first block.)
 //! - The ImageDataStartTimer (RFC 5415 §4.7.9) runs from the AC's Image Data Response and is
 //!   restarted by every new block, so it also catches a transfer that stalls; when it runs
 //!   out the AP abandons the download (at join or predownload) and resets, like the real AP's

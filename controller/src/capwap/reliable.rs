@@ -438,6 +438,17 @@ impl Responder {
         Ok(())
     }
 
+    /// Queues the cached response to the latest request again, unasked: for a peer that
+    /// acts as if it never got it (see `AcSession`). Whether there was one to resend.
+    pub fn resend(&mut self) -> bool {
+        if !self.answered || self.datagrams.len() == 0 {
+            return false;
+        }
+        self.cursor = 0;
+        self.stats.resent += 1;
+        true
+    }
+
     /// Whether [`Responder::poll_transmit`] has a datagram now.
     pub fn has_transmit(&self) -> bool {
         self.cursor < self.datagrams.len()
