@@ -29,6 +29,8 @@ BLOCK=${BLOCK:-1377}                  # image bytes per Image Data message (the 
 MAX_CONCURRENT=${MAX_CONCURRENT:-100} # transfers the controller runs at once (its default)
 RTT_REPS=${RTT_REPS:-5}               # 1-AP probe runs; the median round trip is used
 LOSS=${LOSS:-0}                       # datagram loss in the fleet run, each way (ap-sim --loss)
+DUP=${DUP:-0}                         # datagrams duplicated in the fleet run, each way (ap-sim --dup)
+CRASH_AFTER=${CRASH_AFTER:-0}         # >0: each AP dies once after that many image bytes and rejoins
 RETRANSMIT_S=${RETRANSMIT_S:-0.05}    # the controller's retransmit_interval_s (RFC 5415: 3)
 TIMEOUT=${TIMEOUT:-600}               # seconds allowed for the fleet run (ap-sim --timeout)
 SKIP_BUILD=${SKIP_BUILD:-0}           # 1: use the binaries in target/release as they are
@@ -54,6 +56,8 @@ if ! [[ $BLOCK =~ ^[1-9][0-9]*$ ]] || ((BLOCK < 64 || BLOCK > 8192)); then die "
 [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "TIMEOUT must be a positive integer (seconds)"
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "SCALE must be a number (e.g. 0.05)"
 [[ $LOSS =~ ^0*\.?[0-9]+$ ]] || die "LOSS must be a number below 1 (e.g. 0.01)"
+[[ $DUP =~ ^0*\.?[0-9]+$ ]] || die "DUP must be a number below 1 (e.g. 0.01)"
+[[ $CRASH_AFTER =~ ^[0-9]+$ ]] || die "CRASH_AFTER must be a number of bytes (0: no crash)"
 [[ $RETRANSMIT_S =~ ^[0-9]*\.?[0-9]+$ ]] || die "RETRANSMIT_S must be a number of seconds (e.g. 0.05)"
 command -v python3 >/dev/null || die "python3 not found (it reads the JSON reports)"
 
@@ -223,6 +227,8 @@ TICKS0=$(cpu_ticks "$FLEET_CTL")
 UT0=$(sed 's/.*) //' "/proc/$FLEET_CTL/stat" | awk '{ print $12 }')
 FLEET_FLAGS=()
 if [[ $LOSS != 0 ]]; then FLEET_FLAGS+=(--loss "$LOSS"); fi
+if [[ $DUP != 0 ]]; then FLEET_FLAGS+=(--dup "$DUP"); fi
+if [[ $CRASH_AFTER != 0 ]]; then FLEET_FLAGS+=(--crash-after-bytes "$CRASH_AFTER"); fi
 run_fleet fleet "$APS" "$TIMEOUT" "${FLEET_FLAGS[@]}"
 TICKS1=$(cpu_ticks "$FLEET_CTL")
 UT1=$(sed 's/.*) //' "/proc/$FLEET_CTL/stat" | awk '{ print $12 }')
@@ -242,13 +248,13 @@ CTL_CPU=$(awk -v a="$TICKS0" -v b="$TICKS1" -v hz="$CLK_TCK" 'BEGIN { printf "%.
 CTL_USER=$(awk -v a="$UT0" -v b="$UT1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
 REPORT=$WORK/report.md
 VERDICT=$WORK/verdict
-export APS SCALE BLOCK MAX_CONCURRENT LOSS RETRANSMIT_S VERSION APSIM_RC APSIM_WALL APSIM_CPU CTL_CPU CTL_USER \
+export APS SCALE BLOCK MAX_CONCURRENT LOSS DUP CRASH_AFTER RETRANSMIT_S VERSION APSIM_RC APSIM_WALL APSIM_CPU CTL_CPU CTL_USER \
     HWM_KB RSS_START_KB RSS_END_KB ANON_END_KB FILE_END_KB THREADS MANIFEST WORK VERDICT TFTP_LOG_LINES
 {
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — controller: $APS simulated APs over CAPWAP (bench/controller.sh)"
     echo
     echo "- machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r); load average $LOAD_START before the fleet run, $LOAD_END after it (shared machine); git $(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- controller 2>/dev/null || echo ' + uncommitted controller changes')"
-    echo "- command: \`APS=$APS SCALE=$SCALE BLOCK=$BLOCK MAX_CONCURRENT=$MAX_CONCURRENT RTT_REPS=$RTT_REPS LOSS=$LOSS RETRANSMIT_S=$RETRANSMIT_S TIMEOUT=$TIMEOUT RECORD=$RECORD bash bench/controller.sh\`"
+    echo "- command: \`APS=$APS SCALE=$SCALE BLOCK=$BLOCK MAX_CONCURRENT=$MAX_CONCURRENT RTT_REPS=$RTT_REPS LOSS=$LOSS DUP=$DUP CRASH_AFTER=$CRASH_AFTER RETRANSMIT_S=$RETRANSMIT_S TIMEOUT=$TIMEOUT RECORD=$RECORD bash bench/controller.sh\`"
     python3 - "${PROBES[@]}" <<'PY'
 import json, os, re, sys
 from statistics import median
@@ -338,7 +344,9 @@ print(f"- release: synthetic {env['VERSION']} at scale {env['SCALE']} (bundle-to
       f"the controller fetches each family once (`mode = \"tftp\"`), block_size {block}, retransmit {env['RETRANSMIT_S']} s x 10, "
       f"max_concurrent {env['MAX_CONCURRENT']}")
 print(f"- APs: `ap-sim --count {aps_asked} --retransmit-ms 50 --max-retransmit 10 --reset-ms 500 --retry-secs 1"
-      f"{' --loss ' + env['LOSS'] if env['LOSS'] not in ('0', '') else ''}`, models cycling over the 7 families, each "
+      f"{' --loss ' + env['LOSS'] if env['LOSS'] not in ('0', '') else ''}"
+      f"{' --dup ' + env['DUP'] if env['DUP'] not in ('0', '') else ''}"
+      f"{' --crash-after-bytes ' + env['CRASH_AFTER'] if env['CRASH_AFTER'] not in ('0', '') else ''}`, models cycling over the 7 families, each "
       f"AP on 17.3.3.26: join, download at join, check size + MD5 + tar, reset, rejoin on {env['VERSION']}")
 print(f"- round trip: {len(rtts)} runs of 1 AP against a controller of its own (transfer time / Image Data messages): "
       + ", ".join(f"{r * 1e6:.0f} µs" for r in rtts))
