@@ -996,6 +996,18 @@ mod tests {
         }
     }
 
+    /// A joined AP's transfer of a 5000-byte image just started: the session and what it
+    /// sent (the Image Data Response, the first block).
+    fn sending(now: Instant) -> (AcSession, Vec<Vec<u8>>) {
+        let mut s = AcSession::new(config(1024));
+        s.handle_datagram(now, &join_request(1));
+        drain(&mut s);
+        s.handle_datagram(now, &image_request(2, "ap1g8"));
+        s.image_ready(now, Ok(image(5000)));
+        let sent = drain(&mut s);
+        (s, sent)
+    }
+
     /// A lost block goes again, byte for byte; while the first block is unanswered, the
     /// Image Data Response goes with it (the AP drops blocks until it has the response, and
     /// after a long wait in the queue its own retransmission could be tens of seconds off);
@@ -1003,12 +1015,7 @@ mod tests {
     #[test]
     fn lost_blocks_are_resent_unchanged_and_a_silent_ap_is_given_up() {
         let now = Instant::now();
-        let mut s = AcSession::new(config(1024));
-        s.handle_datagram(now, &join_request(1));
-        drain(&mut s);
-        s.handle_datagram(now, &image_request(2, "ap1g8"));
-        s.image_ready(now, Ok(image(5000)));
-        let first = drain(&mut s);
+        let (mut s, first) = sending(now);
         assert_eq!(first.len(), 2, "the response, then the first block");
         let (response, block) = (first[0].clone(), first[1].clone());
         let Some(t) = s.poll_timeout() else {
@@ -1033,12 +1040,7 @@ mod tests {
         assert!(events(&mut s).contains(&AcEvent::Gone));
 
         // Once the AP answered a block it has the response: later blocks go alone.
-        let mut s = AcSession::new(config(1024));
-        s.handle_datagram(now, &join_request(1));
-        drain(&mut s);
-        s.handle_datagram(now, &image_request(2, "ap1g8"));
-        s.image_ready(now, Ok(image(5000)));
-        let first = drain(&mut s);
+        let (mut s, first) = sending(now);
         let Ok(block) = Message::decode(&first[1]) else {
             panic!("block")
         };
