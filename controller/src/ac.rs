@@ -226,6 +226,50 @@ impl AcSession {
         !matches!(self.transfer, Transfer::None)
     }
 
+    /// The AP joined again from another address (`rejoined` is what it said there): this
+    /// session is over. A running transfer ends as on a rejoin here (see
+    /// [`AcSession::poll_event`]); nothing more is sent or expected.
+    pub fn replaced(&mut self, rejoined: &ApInfo) {
+        if self.gone {
+            return;
+        }
+        self.end_transfer(rejoined);
+        self.gone = true;
+    }
+
+    /// Ends a running transfer for an AP that joined again saying `info`, and cancels our
+    /// outstanding request: done if the last block went out and the AP now carries the
+    /// version (its answer to the last block was lost, and it reset before our
+    /// retransmission), failed otherwise (it rebooted mid-way).
+    fn end_transfer(&mut self, info: &ApInfo) {
+        self.requester.cancel();
+        self.asked = None;
+        let carries = info.primary == self.cfg.version
+            || info.backup.as_deref() == Some(self.cfg.version.as_str());
+        match std::mem::replace(&mut self.transfer, Transfer::None) {
+            Transfer::None => {}
+            Transfer::Sending {
+                image,
+                messages,
+                last: true,
+                ..
+            } if carries => self.events.push_back(AcEvent::TransferDone {
+                family: image.family.clone(),
+                bytes: image.bytes.len() as u64,
+                messages,
+                retransmissions: self.retransmissions,
+            }),
+            Transfer::Awaiting { family, .. } => self.events.push_back(AcEvent::TransferFailed {
+                family,
+                reason: "the AP joined again".into(),
+            }),
+            Transfer::Sending { image, .. } => self.events.push_back(AcEvent::TransferFailed {
+                family: image.family.clone(),
+                reason: "the AP joined again".into(),
+            }),
+        }
+    }
+
     /// What the AP said when it joined.
     pub fn info(&self) -> Option<&ApInfo> {
         self.info.as_ref()
@@ -442,36 +486,8 @@ impl AcSession {
                 _ => {}
             }
         }
-        // A new join is a new session: our own requests start over. A transfer that was
-        // running ends: done if the last block went out and the AP now carries the version
-        // (its answer to the last block was lost, and it reset before our retransmission),
-        // failed otherwise (it rebooted mid-way).
-        self.requester.cancel();
-        self.asked = None;
-        let carries = info.primary == self.cfg.version
-            || info.backup.as_deref() == Some(self.cfg.version.as_str());
-        match std::mem::replace(&mut self.transfer, Transfer::None) {
-            Transfer::None => {}
-            Transfer::Sending {
-                image,
-                messages,
-                last: true,
-                ..
-            } if carries => self.events.push_back(AcEvent::TransferDone {
-                family: image.family.clone(),
-                bytes: image.bytes.len() as u64,
-                messages,
-                retransmissions: self.retransmissions,
-            }),
-            Transfer::Awaiting { family, .. } => self.events.push_back(AcEvent::TransferFailed {
-                family,
-                reason: "the AP joined again".into(),
-            }),
-            Transfer::Sending { image, .. } => self.events.push_back(AcEvent::TransferFailed {
-                family: image.family.clone(),
-                reason: "the AP joined again".into(),
-            }),
-        }
+        // A new join is a new session: our own requests start over.
+        self.end_transfer(&info);
         self.retransmissions = 0;
         self.predownload_pending = false;
         let ac_info = ac_information(&self.cfg);
@@ -511,26 +527,30 @@ impl AcSession {
     }
 
     /// The image the AP asked for (after [`AcEvent::ImageWanted`]), or why there is none.
-    /// Answers its Image Data Request and starts the blocks.
-    pub fn image_ready(&mut self, now: Instant, image: Result<ImageToSend, String>) {
+    /// Answers its Image Data Request and starts the blocks. Whether it was awaited: a
+    /// result that comes late (the transfer already runs, or none does) changes nothing.
+    pub fn image_ready(&mut self, now: Instant, image: Result<ImageToSend, String>) -> bool {
+        if !matches!(self.transfer, Transfer::Awaiting { .. }) {
+            return false;
+        }
         let Transfer::Awaiting { family, seq } =
             std::mem::replace(&mut self.transfer, Transfer::None)
         else {
-            return;
+            return false;
         };
         let image = match image {
             Ok(i) if i.family != family => {
                 self.refuse(seq, &family, format!("got the image of {}", i.family));
-                return;
+                return true;
             }
             Ok(i) if u32::try_from(i.bytes.len()).is_err() => {
                 self.refuse(seq, &family, "larger than Image Information can say".into());
-                return;
+                return true;
             }
             Ok(i) => i,
             Err(reason) => {
                 self.refuse(seq, &family, reason);
-                return;
+                return true;
             }
         };
         let info = ImageInformation {
@@ -558,6 +578,7 @@ impl AcSession {
             request_seq: seq,
         };
         self.send_block(now);
+        true
     }
 
     fn refuse(&mut self, seq: u8, family: &str, reason: String) {
@@ -1054,6 +1075,34 @@ mod tests {
         };
         s.handle_timeout(t);
         assert_eq!(drain(&mut s), second, "the second block again, alone");
+    }
+
+    /// A fetch result that comes late (the transfer already runs) changes nothing; an AP
+    /// that joined again elsewhere ends this session: its transfer failed (or done, if the
+    /// last block went out and it now runs the version), nothing more sent.
+    #[test]
+    fn a_late_image_is_ignored_and_a_replaced_session_ends_its_transfer() {
+        let now = Instant::now();
+        let (mut s, _) = sending(now);
+        events(&mut s);
+        assert!(!s.image_ready(now, Ok(image(5000))), "not awaited");
+        assert!(drain(&mut s).is_empty());
+        assert_eq!(s.progress(), Some((0, 5000)), "the transfer still runs");
+
+        let Some(joined) = s.info().cloned() else {
+            panic!("no info")
+        };
+        s.replaced(&joined);
+        assert!(s.is_gone());
+        assert_eq!(
+            events(&mut s),
+            [AcEvent::TransferFailed {
+                family: "ap1g8".into(),
+                reason: "the AP joined again".into()
+            }]
+        );
+        assert!(drain(&mut s).is_empty());
+        assert_eq!(s.poll_timeout(), None, "nothing outstanding");
     }
 
     #[test]

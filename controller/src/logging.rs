@@ -9,7 +9,8 @@
 //!   the severity is the number in the line's mnemonic (3 for `%INSTALL-3-…`, else 5), so
 //!   `<189>` for a notice and `<187>` for an error. The syslog daemon stamps the line, so the
 //!   controller's own stamp is left out. Sending never blocks: a datagram the daemon cannot
-//!   take is dropped and counted, and the first drop is said once on stderr.
+//!   take is dropped and counted, and the first drop is said once on stderr. A daemon that
+//!   restarted is connected to again.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
@@ -51,14 +52,28 @@ pub fn syslog_sink(path: &Path) -> io::Result<EventSink> {
     let socket = UnixDatagram::unbound()?;
     socket.connect(path)?;
     socket.set_nonblocking(true)?;
-    let shown = path.display().to_string();
+    let path = path.to_path_buf();
     let dropped = AtomicU64::new(0);
     let pid = std::process::id();
     Ok(Arc::new(move |e: Event| {
         let datagram = format_datagram(priority(&e), IDENT, pid, LocalTime::now(), &e.message());
+        let mut reconnected = false;
         let sent = loop {
             match socket.send(&datagram) {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                // The syslog daemon restarted: its new socket needs a new connect (once).
+                Err(error)
+                    if !reconnected
+                        && matches!(
+                            error.raw_os_error(),
+                            Some(libc::ECONNREFUSED | libc::ENOTCONN | libc::ECONNRESET)
+                        ) =>
+                {
+                    reconnected = true;
+                    if let Err(again) = socket.connect(&path) {
+                        break Err(again);
+                    }
+                }
                 other => break other,
             }
         };
@@ -67,7 +82,8 @@ pub fn syslog_sink(path: &Path) -> io::Result<EventSink> {
         {
             let _ = writeln!(
                 io::stderr(),
-                "controller: cannot log to {shown}: {error}; dropping syslog lines (not said again)"
+                "controller: cannot log to {}: {error}; dropping syslog lines (not said again)",
+                path.display()
             );
         }
     }))
@@ -116,7 +132,19 @@ mod tests {
         // `<189>Mmm dd HH:MM:SS controller[…` : the daemon's stamp, not the controller's.
         assert_eq!(line.as_bytes().get(20), Some(&b' '), "{line}");
         assert!(!line.contains('*'), "{line}");
+        // The daemon restarts (a new socket at the same path): lines reach it again.
         drop(daemon);
+        std::fs::remove_file(&path).expect("remove the old socket");
+        let daemon = UnixDatagram::bind(&path).expect("bind again");
+        daemon
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        sink(joined());
+        let n = daemon.recv(&mut buf).expect("a datagram after the restart");
+        assert!(buf[..n].starts_with(b"<189>"));
+        // Nobody at all: dropped, no panic, no stall.
+        drop(daemon);
+        std::fs::remove_file(&path).expect("remove the socket");
         sink(joined());
         sink(joined());
     }

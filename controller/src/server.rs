@@ -208,11 +208,13 @@ pub async fn serve(
                 let peer = f.peer;
                 match sh.sessions.get_mut(&peer) {
                     Some(s) if s.is_transferring() => {
-                        s.image_ready(Instant::now(), f.image);
-                        if f.missing {
-                            sh.missing.insert(peer);
-                        } else {
-                            sh.missing.remove(&peer);
+                        // A late result (the transfer already runs) changes nothing.
+                        if s.image_ready(Instant::now(), f.image) {
+                            if f.missing {
+                                sh.missing.insert(peer);
+                            } else {
+                                sh.missing.remove(&peer);
+                            }
                         }
                     }
                     // The AP left or started over meanwhile: its turn is over.
@@ -692,13 +694,34 @@ impl Shell {
                         .sessions
                         .get(&old_peer)
                         .and_then(AcSession::info)
-                        .is_some_and(|old| old.mac == info.mac)
+                        .is_some_and(|old| old.mac.is_some() && old.mac == info.mac)
                 {
                     if let Some(ap) = self.ap_ref(old_peer) {
                         log(Event::ApDisjoined {
                             ap,
                             reason: format!("Rejoined from {}[{}]", peer.ip(), peer.port()),
                         });
+                    }
+                    // Its transfer ends as on a rejoin from the same address: failed
+                    // (counted, logged, retried) or done; then the session goes.
+                    let mut ended = Vec::new();
+                    if let Some(s) = self.sessions.get_mut(&old_peer) {
+                        s.replaced(&info);
+                        while let Some(e) = s.poll_event() {
+                            ended.push(e);
+                        }
+                    }
+                    for e in ended {
+                        self.on_event(old_peer, e);
+                    }
+                    // A predownload retry due for the old address is the new one's.
+                    if self.retries.iter().any(|Reverse((_, p))| *p == old_peer) {
+                        self.retries = std::mem::take(&mut self.retries)
+                            .into_iter()
+                            .map(|Reverse((t, p))| {
+                                Reverse((t, if p == old_peer { peer } else { p }))
+                            })
+                            .collect();
                     }
                     self.drop_session(old_peer);
                 }

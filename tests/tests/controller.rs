@@ -780,6 +780,13 @@ async fn an_ap_that_rejoins_from_a_new_port_replaces_its_old_session() {
         0,
         "{lines:#?}"
     );
+    // Each crash ended a transfer: failed, like a rejoin from the same address; then each AP
+    // downloaded it all.
+    assert_eq!(
+        count(&lines, |l| l.ends_with("AP Image Download Failed")),
+        2,
+        "{lines:#?}"
+    );
     assert_eq!(
         count(&lines, |l| l.ends_with("AP Image Download Success")),
         2,

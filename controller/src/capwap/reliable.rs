@@ -349,7 +349,7 @@ pub enum RespondError {
 pub struct ResponderStats {
     /// New requests handed up.
     pub requests: u64,
-    /// Duplicates answered from the cache.
+    /// Responses sent again from the cache: to duplicates, and unasked ([`Responder::resend`]).
     pub resent: u64,
     /// Duplicates of an unanswered request, and older requests, ignored.
     pub ignored: u64,
