@@ -8,18 +8,16 @@
 //!   facility is local7, the one Cisco IOS and the embedded controller log to by default, and
 //!   the severity is the number in the line's mnemonic (3 for `%INSTALL-3-…`, else 5), so
 //!   `<189>` for a notice and `<187>` for an error. The syslog daemon stamps the line, so the
-//!   controller's own stamp is left out. Sending never blocks: a datagram the daemon cannot
-//!   take is dropped and counted, and the first drop is said once on stderr. A daemon that
-//!   restarted is connected to again.
+//!   controller's own stamp is left out. The sending is tftpd's [`Logger`]: it never blocks
+//!   (a datagram the daemon cannot take is dropped, the first drop said once on stderr), and
+//!   a daemon that restarted is connected to again.
 
 use std::io::{self, Write};
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tftpd::syslog::{LocalTime, format_datagram, load_time_zone};
+use tftpd::syslog::{Logger, Priority};
 
 use crate::events::{Event, stamp};
 use crate::images::EventSink;
@@ -32,7 +30,7 @@ pub const IDENT: &str = "controller";
 
 /// The `<PRI>` of an event's line: facility local7, the event's severity.
 pub fn priority(e: &Event) -> u8 {
-    FACILITY_LOCAL7 * 8 + e.severity()
+    FACILITY_LOCAL7 * 8 + severity(e).severity()
 }
 
 /// Lines on stdout with the controller's stamp.
@@ -46,46 +44,21 @@ pub fn stdout_sink() -> EventSink {
     })
 }
 
-/// Lines to the syslog socket at `path` (connected now: an error if nobody listens there).
+/// The syslog severity of an event's line: error for `%…-3-…`, notice otherwise.
+fn severity(e: &Event) -> Priority {
+    if e.severity() <= 3 {
+        Priority::Err
+    } else {
+        Priority::Notice
+    }
+}
+
+/// Lines to the syslog socket at `path` (connected now: an error if nobody listens there),
+/// through tftpd's logger (never blocks; a restarted daemon is connected to again).
 pub fn syslog_sink(path: &Path) -> io::Result<EventSink> {
-    load_time_zone();
-    let socket = UnixDatagram::unbound()?;
-    socket.connect(path)?;
-    socket.set_nonblocking(true)?;
-    let path = path.to_path_buf();
-    let dropped = AtomicU64::new(0);
-    let pid = std::process::id();
+    let logger = Logger::syslog_facility(path, IDENT, FACILITY_LOCAL7, 0)?;
     Ok(Arc::new(move |e: Event| {
-        let datagram = format_datagram(priority(&e), IDENT, pid, LocalTime::now(), &e.message());
-        let mut reconnected = false;
-        let sent = loop {
-            match socket.send(&datagram) {
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                // The syslog daemon restarted: its new socket needs a new connect (once).
-                Err(error)
-                    if !reconnected
-                        && matches!(
-                            error.raw_os_error(),
-                            Some(libc::ECONNREFUSED | libc::ENOTCONN | libc::ECONNRESET)
-                        ) =>
-                {
-                    reconnected = true;
-                    if let Err(again) = socket.connect(&path) {
-                        break Err(again);
-                    }
-                }
-                other => break other,
-            }
-        };
-        if let Err(error) = sent
-            && dropped.fetch_add(1, Ordering::Relaxed) == 0
-        {
-            let _ = writeln!(
-                io::stderr(),
-                "controller: cannot log to {}: {error}; dropping syslog lines (not said again)",
-                path.display()
-            );
-        }
+        logger.log(severity(&e), format_args!("{}", e.message()));
     }))
 }
 
@@ -94,6 +67,7 @@ mod tests {
     use super::*;
     use crate::events::{ApRef, Mac};
     use std::net::SocketAddr;
+    use std::os::unix::net::UnixDatagram;
     use std::time::Duration;
 
     fn joined() -> Event {
@@ -158,5 +132,13 @@ mod tests {
     #[test]
     fn priorities() {
         assert_eq!(priority(&joined()), 189);
+        let Ok(source) = relay::Source::parse("tftp://172.16.5.199/EWC/17_9_4a/ap1g6") else {
+            panic!("url")
+        };
+        let failed = Event::InstallFailed {
+            error: relay::FetchError::new(&source, relay::ErrorKind::TimedOut, ""),
+            source,
+        };
+        assert_eq!(priority(&failed), 187);
     }
 }

@@ -187,14 +187,15 @@ struct SyslogSink {
     socket: UnixDatagram,
     path: PathBuf,
     ident: String,
+    facility: u8,
     dropped: AtomicU64,
     noted: AtomicBool,
 }
 
 impl SyslogSink {
     fn send(&self, priority: Priority, message: &str) {
-        let line = format_line(
-            priority,
+        let line = format_datagram(
+            self.facility * 8 + priority.severity(),
             &self.ident,
             std::process::id(),
             LocalTime::now(),
@@ -247,6 +248,17 @@ impl Logger {
 
     /// [`Logger::syslog`] through another socket path (tests, containers).
     pub fn syslog_to(socket_path: &Path, ident: &str, verbosity: u32) -> io::Result<Logger> {
+        Self::syslog_facility(socket_path, ident, FACILITY_DAEMON, verbosity)
+    }
+
+    /// [`Logger::syslog_to`] with another facility (`<PRI>` = `facility` × 8 + severity),
+    /// for daemons that do not log as tftpd-hpa does (the controller: local7, 23).
+    pub fn syslog_facility(
+        socket_path: &Path,
+        ident: &str,
+        facility: u8,
+        verbosity: u32,
+    ) -> io::Result<Logger> {
         load_time_zone();
         let socket = UnixDatagram::unbound()?;
         socket.connect(socket_path)?;
@@ -257,6 +269,7 @@ impl Logger {
                 socket,
                 path: socket_path.to_path_buf(),
                 ident: ident.to_owned(),
+                facility,
                 dropped: AtomicU64::new(0),
                 noted: AtomicBool::new(false),
             }),
