@@ -381,6 +381,28 @@ impl Served {
     }
 }
 
+/// `ap-sim` with COUNT APs against `capwap`, on loopback timers (retransmission after 50 ms,
+/// reboot after 500 ms, retry after 1 s), giving up after 120 s.
+fn ap_sim_on_loopback_timers(capwap: SocketAddr, count: usize) -> Proc {
+    Proc::spawn(
+        AP_SIM,
+        &[
+            "--controller",
+            &capwap.to_string(),
+            "--count",
+            &count.to_string(),
+            "--retransmit-ms",
+            "50",
+            "--reset-ms",
+            "500",
+            "--retry-secs",
+            "1",
+            "--timeout",
+            "120",
+        ],
+    )
+}
+
 /// `*Mmm d HH:MM:SS.mmm: ` at the start of `line` (the controller's syslog stamp): the
 /// message after it.
 fn unstamped(line: &str) -> Option<&str> {
@@ -630,22 +652,7 @@ fn serve_sends_its_lines_to_syslog_when_asked() {
         .expect("timeout");
     let served = Served::start_with(dir.path(), &profile, &["--syslog", path_str(&log_path)]);
     let pid = served.proc.child.id();
-    let aps = Proc::spawn(
-        AP_SIM,
-        &[
-            "--controller",
-            &served.capwap.to_string(),
-            "--count",
-            "1",
-            "--retransmit-ms",
-            "50",
-            "--reset-ms",
-            "500",
-            "--timeout",
-            "120",
-        ],
-    )
-    .finish(DEADLINE);
+    let aps = ap_sim_on_loopback_timers(served.capwap, 1).finish(DEADLINE);
     assert_eq!(aps.status.code(), Some(0), "{}", aps.describe());
     let mut lines = Vec::new();
     let deadline = Instant::now() + DEADLINE;
@@ -718,24 +725,8 @@ fn serve_relays_images_to_ap_sim_and_shows_them() {
     let profile = tftpd.profile(LAB_FOLDER) + "retry_interval_s = 1\n";
     let served = Served::start(dir.path(), &profile);
 
-    let aps = Proc::spawn(
-        AP_SIM,
-        &[
-            "--controller",
-            &served.capwap.to_string(),
-            "--count",
-            "6",
-            "--retransmit-ms",
-            "50",
-            "--reset-ms",
-            "500",
-            "--retry-secs",
-            "1",
-            "--timeout",
-            "120",
-        ],
-    )
-    .finish(DEADLINE + Duration::from_secs(30));
+    let aps =
+        ap_sim_on_loopback_timers(served.capwap, 6).finish(DEADLINE + Duration::from_secs(30));
     assert_eq!(aps.status.code(), Some(0), "{}", aps.describe());
     // Stamped like the AP's console: `AP-0001: [*11/22/2026 08:41:00.7960] …`.
     assert!(
