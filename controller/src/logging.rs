@@ -123,10 +123,25 @@ mod tests {
         sink(joined());
     }
 
+    /// Nothing there, a plain file, a folder, an empty path: each an error at start.
     #[test]
     fn nobody_listening_is_an_error_up_front() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(syslog_sink(&dir.path().join("none")).is_err());
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"not a socket").expect("write");
+        for path in [
+            dir.path().join("none"),
+            file.clone(),
+            dir.path().to_path_buf(),
+        ] {
+            assert!(syslog_sink(&path).is_err(), "{}", path.display());
+        }
+        assert!(syslog_sink(Path::new("")).is_err());
+        assert_eq!(
+            std::fs::read(&file).expect("read"),
+            b"not a socket",
+            "left as it was"
+        );
     }
 
     #[test]
